@@ -1,0 +1,69 @@
+"""Gateway keys: who is calling, and which public models they may use.
+
+Keys from config are hashed at start-up (SHA-256) and only the hashes are kept; the
+plaintext is never logged or stored. Callers present a key as `Authorization: Bearer`
+(OpenAI SDK) or `x-api-key` (Anthropic SDK).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from gateway.config import KeyConfig
+from gateway.errors import Forbidden, Unauthorized
+
+OPEN_TENANT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant: str
+    key_id: str                            # non-secret: the key's label or a hash prefix
+    models: frozenset[str] | None          # None = every model
+
+    def check_model(self, model: str) -> None:
+        if self.models is not None and model not in self.models:
+            raise Forbidden(f"This key may not use model '{model}'")
+
+    def allows(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+ANONYMOUS = Principal(OPEN_TENANT, "", None)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key" or name == b"api-key":
+            return value.decode("latin-1").strip() or None
+    return None
+
+
+class KeyStore:
+    def __init__(self, keys: list[KeyConfig] | None):
+        self.enabled = keys is not None
+        self._by_hash: dict[str, Principal] = {}
+        for k in keys or []:
+            digest = (k.key_sha256 or hash_key(k.key or "")).lower()
+            models = frozenset(k.models) if k.models is not None else None
+            self._by_hash[digest] = Principal(k.tenant, k.name or f"key-{digest[:12]}", models)
+
+    def authenticate(self, headers: list[tuple[bytes, bytes]]) -> Principal:
+        if not self.enabled:
+            return ANONYMOUS
+        key = presented_key(headers)
+        if key is None:
+            raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'")
+        principal = self._by_hash.get(hash_key(key))
+        if principal is None:
+            raise Unauthorized("Invalid API key")
+        return principal

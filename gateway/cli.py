@@ -1,0 +1,109 @@
+"""`sluice`: serve the gateway, run the mock provider, migrate and report on traces."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+
+from gateway.config import ConfigError, SluiceConfig, load_config
+from gateway.defaults import config_from_env_keys, find_config_file, mock_config
+
+logger = logging.getLogger("sluice")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_mock_in_thread(port: int) -> None:
+    from gateway.mock import MockOptions, run_mock_upstream
+    thread = threading.Thread(target=run_mock_upstream, args=("127.0.0.1", port, MockOptions()),
+                              name="sluice-mock-upstream", daemon=True)
+    thread.start()
+
+
+def resolve_config(path: str | None) -> SluiceConfig:
+    """The config file if there is one, else provider keys from the environment, else the mock."""
+    file = find_config_file(path)
+    if file is not None:
+        cfg = load_config(file)
+        logger.info("loaded configuration from %s", file)
+        return cfg
+    cfg = config_from_env_keys(dict(os.environ))
+    if cfg is not None:
+        logger.info("no config file: using provider keys from the environment (%s)", ", ".join(cfg.providers))
+        return cfg
+    port = _free_port()
+    _start_mock_in_thread(port)
+    logger.warning("no config file and no provider keys: serving the built-in MOCK provider on 127.0.0.1:%d "
+                   "(models: mock-gpt, mock-claude, mock-embed, chat-default). Answers are fake.", port)
+    return mock_config(port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from gateway.app import create_app
+    cfg = resolve_config(args.config)
+    app = create_app(cfg)
+    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", log_level=args.log_level,
+                access_log=False, lifespan="on")
+    return 0
+
+
+def cmd_mock_upstream(args: argparse.Namespace) -> int:
+    from gateway.mock import MockOptions, run_mock_upstream
+    options = MockOptions(latency_ms=args.latency_ms, tokens_per_second=args.tokens_per_second,
+                          output_tokens=args.output_tokens)
+    run_mock_upstream(args.host, args.port, options)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args.config)
+    print(f"ok: {len(cfg.providers)} providers, {len(cfg.models)} models")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluice", description="Sluice AI gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="path to sluice.yaml (default: $SLUICE_CONFIG or ./sluice.yaml)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=cmd_serve)
+
+    mock = sub.add_parser("mock-upstream", help="run the mock model provider (OpenAI + Anthropic wire formats)")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=9001)
+    mock.add_argument("--latency-ms", type=float, default=0.0)
+    mock.add_argument("--tokens-per-second", type=float, default=0.0)
+    mock.add_argument("--output-tokens", type=int, default=16)
+    mock.set_defaults(func=cmd_mock_upstream)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("--config")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"sluice: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

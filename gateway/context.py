@@ -1,0 +1,72 @@
+"""The state of one request as it moves through the pipeline (typed, never a dict)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from gateway.auth import ANONYMOUS, Principal
+from gateway.errors import AttemptRecord
+from gateway.routing import Deployment
+from gateway.types import Operation, WireFormat
+from gateway.wire.summary import ResponseSummary
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What a route speaks: the operation and the caller's wire format."""
+
+    operation: Operation
+    api_format: WireFormat
+
+
+@dataclass(slots=True)
+class RequestContext:
+    endpoint: Endpoint
+    request_id: str = field(default_factory=lambda: os.urandom(12).hex())
+    started: float = field(default_factory=time.perf_counter)
+    received_at: float = field(default_factory=time.time)
+    principal: Principal = ANONYMOUS
+    public_model: str = ""
+    stream: bool = False
+    forward_headers: dict[str, str] | None = None     # caller headers a provider needs (anthropic-beta)
+    deployment: Deployment | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    status: int = 200
+    error_type: str | None = None
+    summary: ResponseSummary = field(default_factory=ResponseSummary)
+    response_started: bool = False
+    ttft_ms: float | None = None
+    processing_ms: float = 0.0        # gateway work while streaming, counted into overhead
+    finished: float | None = None
+
+    @property
+    def api_format(self) -> WireFormat:
+        return self.endpoint.api_format
+
+    @property
+    def operation(self) -> Operation:
+        return self.endpoint.operation
+
+    @property
+    def fallback(self) -> bool:
+        return len({a.deployment for a in self.attempts}) > 1
+
+    def latency_ms(self) -> float:
+        return ((self.finished or time.perf_counter()) - self.started) * 1000
+
+    def overhead_ms(self) -> float:
+        """Time the gateway itself added: everything but waiting on providers and backoff."""
+        upstream = sum(a.latency_ms + a.backoff_ms for a in self.attempts)
+        if self.stream and self.ttft_ms is not None:
+            return max(0.0, self.ttft_ms - upstream) + self.processing_ms
+        return max(0.0, self.latency_ms() - upstream)
+
+    def response_headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"x-sluice-request-id", self.request_id.encode())]
+        if self.deployment is not None:
+            headers.append((b"x-sluice-deployment", self.deployment.name.encode()))
+        if self.attempts:
+            headers.append((b"x-sluice-attempts", str(len(self.attempts)).encode()))
+        return headers

@@ -1,0 +1,63 @@
+"""The configuration `sluice serve` uses when it is given none.
+
+Provider keys in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY) give a gateway in
+front of the real APIs; with neither, the built-in mock provider answers, so the quick
+start works on a machine with no network and no keys.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gateway.config import SluiceConfig, parse_config
+
+CONFIG_CANDIDATES = ("sluice.yaml", "sluice.yml")
+
+
+def find_config_file(explicit: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("SLUICE_CONFIG"):
+        return Path(os.environ["SLUICE_CONFIG"])
+    for name in CONFIG_CANDIDATES:
+        if Path(name).is_file():
+            return Path(name)
+    return None
+
+
+def config_from_env_keys(env: dict[str, str]) -> SluiceConfig | None:
+    providers: dict = {}
+    models: dict = {}
+    if env.get("OPENAI_API_KEY"):
+        providers["openai"] = {"type": "openai", "base_url": env.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+                               "api_key": env["OPENAI_API_KEY"]}
+        for m in ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small"):
+            models[m] = {"deployments": [{"provider": "openai", "model": m}]}
+    if env.get("ANTHROPIC_API_KEY"):
+        providers["anthropic"] = {"type": "anthropic", "base_url": "https://api.anthropic.com",
+                                  "api_key": env["ANTHROPIC_API_KEY"]}
+        for m in ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"):
+            models[m] = {"deployments": [{"provider": "anthropic", "model": m}]}
+    if not providers:
+        return None
+    return parse_config({"providers": providers, "models": models}, env)
+
+
+def mock_config(mock_port: int) -> SluiceConfig:
+    base = f"http://127.0.0.1:{mock_port}"
+    return parse_config({
+        "providers": {
+            "mock-openai": {"type": "openai", "base_url": f"{base}/v1", "api_key": "sk-mock"},
+            "mock-anthropic": {"type": "anthropic", "base_url": base, "api_key": "sk-ant-mock"},
+        },
+        "models": {
+            "mock-gpt": {"deployments": [{"provider": "mock-openai", "model": "mock-gpt"}]},
+            "mock-claude": {"deployments": [{"provider": "mock-anthropic", "model": "mock-claude"}]},
+            "mock-embed": {"deployments": [{"provider": "mock-openai", "model": "mock-embed"}]},
+            "chat-default": {"strategy": "fallback", "deployments": [
+                {"provider": "mock-openai", "model": "mock-gpt"},
+                {"provider": "mock-anthropic", "model": "mock-claude"},
+            ]},
+        },
+    }, {})

@@ -1,0 +1,85 @@
+"""Turn an upstream SSE stream (provider format) into the caller's SSE stream.
+
+Same format: each event is parsed once (for usage, finish reason and text) and the
+original bytes are forwarded untouched. Cross format: events go through the stream
+translators of `gateway.translate` and are re-encoded. Either way a reader in the
+caller's format follows the stream, so what the gateway records does not depend on
+which provider answered.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from gateway.sse import DONE, OPENAI_DONE, SSEBuffer, anthropic_event, event_data, openai_event
+from gateway.translate import AnthropicStreamToOpenAI, OpenAIStreamToAnthropic
+from gateway.types import JSON, WireFormat
+from gateway.wire.anthropic import MessageStreamReader
+from gateway.wire.openai import ChatStreamReader
+from gateway.wire.summary import ResponseSummary
+
+
+class StreamConverter:
+    """Feed raw upstream bytes, get caller-format bytes; `done` once the terminal event passed."""
+
+    def __init__(self, caller: WireFormat, provider: WireFormat, public_model: str, summary: ResponseSummary,
+                 *, drop_usage_chunk: bool = False, include_usage: bool = False):
+        self._buffer = SSEBuffer()
+        self.done = False
+        self.reader: ChatStreamReader | MessageStreamReader
+        if caller is WireFormat.OPENAI:
+            self.reader = ChatStreamReader(summary)
+        else:
+            self.reader = MessageStreamReader(summary)
+        # The gateway may ask an OpenAI upstream for usage the caller did not request;
+        # then the usage-only chunk is read but not forwarded.
+        self._drop_usage_chunk = drop_usage_chunk
+        self._to_openai = AnthropicStreamToOpenAI(public_model, include_usage) \
+            if (caller, provider) == (WireFormat.OPENAI, WireFormat.ANTHROPIC) else None
+        self._to_anthropic = OpenAIStreamToAnthropic(public_model) \
+            if (caller, provider) == (WireFormat.ANTHROPIC, WireFormat.OPENAI) else None
+
+    def feed(self, chunk: bytes) -> bytes:
+        out: list[bytes] = []
+        for block in self._buffer.feed(chunk):
+            data = event_data(block)
+            if data is None:
+                continue                                # comments / keep-alives
+            if data == DONE:
+                self._on_done(out)
+                continue
+            try:
+                event: JSON = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if self._to_openai is not None:
+                for c in self._to_openai.feed(event):
+                    self.reader.feed(c)
+                    out.append(openai_event(c))
+                if event.get("type") == "message_stop":
+                    out.append(OPENAI_DONE)
+                    self.done = True
+            elif self._to_anthropic is not None:
+                for kind, e in self._to_anthropic.feed(event):
+                    self.reader.feed(e)
+                    out.append(anthropic_event(kind, e))
+            else:
+                self.reader.feed(event)
+                if event.get("type") == "message_stop":
+                    self.done = True
+                if self._drop_usage_chunk and not event.get("choices") and event.get("usage"):
+                    continue
+                out.append(block + b"\n\n")
+        return b"".join(out)
+
+    def _on_done(self, out: list[bytes]) -> None:
+        if self._to_anthropic is not None:
+            for kind, e in self._to_anthropic.finish():
+                self.reader.feed(e)
+                out.append(anthropic_event(kind, e))
+        else:
+            out.append(OPENAI_DONE)
+        self.done = True
+
+    def assembled(self) -> JSON:
+        return self.reader.assembled()
