@@ -31,7 +31,7 @@ from gateway.translate import (
     openai_response_to_anthropic,
 )
 from gateway.types import JSON, Operation, Receive, Scope, Send, WireFormat
-from gateway.upstream import UpstreamError, UpstreamStream
+from gateway.upstream import UpstreamError
 from gateway.wire import anthropic as anthropic_wire
 from gateway.wire import openai as openai_wire
 

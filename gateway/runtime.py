@@ -9,7 +9,7 @@ from gateway.auth import KeyStore
 from gateway.config import SluiceConfig
 from gateway.context import RequestContext
 from gateway.routing import BreakerState, Router
-from gateway.upstream import UpstreamClient
+from gateway.upstream import UPSTREAM_CLIENTS, UpstreamClient
 
 logger = logging.getLogger("sluice")
 
@@ -23,7 +23,8 @@ class Gateway:
         self.ready = False
 
     async def start(self) -> None:
-        self.upstream = UpstreamClient()
+        server = self.cfg.server
+        self.upstream = UPSTREAM_CLIENTS[server.upstream_client](server.max_upstream_connections)
         self.ready = True
 
     async def stop(self) -> None:

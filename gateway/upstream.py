@@ -1,9 +1,14 @@
 """The one upstream HTTP client, and the boundary where transport errors get names.
 
-httpx with the aiohttp transport: in a minimal proxy on this machine the default httpx
-transport reached 650 requests/s against 2,550 with `httpx-aiohttp` (ENVIRONMENT.md;
-re-measured in bench/). One client lives for the app's lifetime; connection pools are
-shared by every deployment.
+Two implementations of one small interface (`send`, `open_stream`, `aclose`), picked by
+`server.upstream_client`:
+- `aiohttp` (default): aiohttp's ClientSession used directly.
+- `httpx`: httpx.AsyncClient over the `httpx-aiohttp` transport (the default httpx
+  transport was 4x slower still, ENVIRONMENT.md).
+Measured in bench/ (docs/benchmarks.md): httpx's client layer (request/response
+models, auth, redirect and cookie handling) cost about a third of the gateway's CPU per
+request, with the same aiohttp connection pool underneath. One client lives for the
+app's lifetime; connection pools are shared by every deployment.
 
 Every failure leaves this module as an `UpstreamError` that says whether a retry on the
 same deployment can help (`retryable`) and whether another deployment should be tried
@@ -15,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 import httpx
@@ -63,7 +69,7 @@ def upstream_error_message(err: UpstreamError) -> str:
     return f"upstream rejected the request with HTTP {err.status}"
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from `retry-after-ms`, `retry-after` seconds or an HTTP date."""
     ms = headers.get("retry-after-ms")
     if ms:
@@ -98,23 +104,111 @@ def _transport_error(exc: BaseException) -> UpstreamError:
 @dataclass(slots=True)
 class UpstreamResponse:
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     body: bytes
 
 
-class UpstreamStream:
+class UpstreamStream(Protocol):
     """An open streaming response whose status was 2xx; iterate raw bytes, then `aclose`.
 
     Each read is bounded by the deployment's read timeout (a stalled stream fails);
     the stream as a whole is not, since long answers are legitimate.
     """
 
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class UpstreamClient(Protocol):
+    async def send(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse: ...
+
+    async def open_stream(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamStream: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _status_error(status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+    return UpstreamError(f"http_{status}", status=status, body=body, retry_after_s=parse_retry_after(headers))
+
+
+class AiohttpUpstream:
+    def __init__(self, max_connections: int = 1000):
+        self._session: aiohttp.ClientSession | None = None
+        self._max_connections = max_connections
+        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:     # created lazily: it must belong to the running loop
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+        return self._session
+
+    def _timeout(self, t: Timeouts) -> aiohttp.ClientTimeout:
+        cached = self._timeouts.get(id(t))
+        if cached is None:
+            cached = self._timeouts[id(t)] = aiohttp.ClientTimeout(
+                total=t.total_s, sock_connect=t.connect_s, sock_read=t.read_s)
+        return cached
+
+    async def send(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
+        try:
+            async with self._client().post(req.url, data=req.body, headers=req.headers,
+                                           timeout=self._timeout(timeouts)) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _aiohttp_error(exc) from None
+        if resp.status >= 300:
+            raise _status_error(resp.status, resp.headers, body)
+        return UpstreamResponse(resp.status, resp.headers, body)
+
+    async def open_stream(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamStream:
+        # A stream's total time is not bounded (long answers are fine); connect and each read are.
+        t = self._timeout(timeouts)
+        timeout = aiohttp.ClientTimeout(sock_connect=t.sock_connect, sock_read=t.sock_read)
+        try:
+            resp = await self._client().post(req.url, data=req.body, headers=req.headers, timeout=timeout)
+            if resp.status >= 300:
+                body = await resp.read()
+                resp.release()
+                raise _status_error(resp.status, resp.headers, body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _aiohttp_error(exc) from None
+        return _AiohttpStream(resp)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class _AiohttpStream:
+    def __init__(self, resp: aiohttp.ClientResponse):
+        self._resp = resp
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _aiohttp_error(exc) from None
+
+    async def aclose(self) -> None:
+        self._resp.close()          # not release(): an unfinished body must not go back to the pool
+
+
+def _aiohttp_error(exc: BaseException) -> UpstreamError:
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return UpstreamError("connection_dropped")
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamError("timeout")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError("connect_error")
+    return UpstreamError("connection_error")
+
+
+class _HttpxStream:
     def __init__(self, response: httpx.Response):
         self.response = response
-
-    @property
-    def headers(self) -> httpx.Headers:
-        return self.response.headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -127,7 +221,7 @@ class UpstreamStream:
         await self.response.aclose()
 
 
-class UpstreamClient:
+class HttpxUpstream:
     def __init__(self, max_connections: int = 1000):
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client = httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=None)
@@ -149,8 +243,7 @@ class UpstreamClient:
         except (httpx.TransportError, TimeoutError, aiohttp.ClientError) as exc:
             raise _transport_error(exc) from None
         if resp.status_code >= 300:
-            raise UpstreamError(f"http_{resp.status_code}", status=resp.status_code, body=resp.content,
-                                retry_after_s=parse_retry_after(resp.headers))
+            raise _status_error(resp.status_code, resp.headers, resp.content)
         return UpstreamResponse(resp.status_code, resp.headers, resp.content)
 
     async def open_stream(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamStream:
@@ -163,11 +256,13 @@ class UpstreamClient:
                 if resp.status_code >= 300:
                     body = await resp.aread()
                     await resp.aclose()
-                    raise UpstreamError(f"http_{resp.status_code}", status=resp.status_code, body=body,
-                                        retry_after_s=parse_retry_after(resp.headers))
+                    raise _status_error(resp.status_code, resp.headers, body)
         except (httpx.TransportError, TimeoutError, aiohttp.ClientError) as exc:
             raise _transport_error(exc) from None
-        return UpstreamStream(resp)
+        return _HttpxStream(resp)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+UPSTREAM_CLIENTS = {"aiohttp": AiohttpUpstream, "httpx": HttpxUpstream}

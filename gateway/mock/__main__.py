@@ -1,0 +1,3 @@
+from gateway.mock.cli import main
+
+main()
