@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from gateway.config import SluiceConfig
@@ -14,7 +15,7 @@ from gateway.context import Endpoint
 from gateway.http import header, send_bytes
 from gateway.pipeline import handle
 from gateway.runtime import Gateway
-from gateway.types import Operation, Receive, Scope, Send, WireFormat
+from gateway.types import ASGIApp, Operation, Receive, Scope, Send, WireFormat
 
 
 class PipelineEndpoint:
@@ -69,6 +70,28 @@ class HealthEndpoint:
         await send_bytes(send, 200, b'{"status":"ok"}', [])
 
 
+class HotPathRouter:
+    """Send the proxy endpoints straight to the pipeline by exact path.
+
+    Starlette's router and its two exception middlewares cost a measurable share of a
+    proxied request (docs/benchmarks.md) and add nothing here: the pipeline renders its
+    own errors in the caller's format. Everything else (lifespan, health, 404s) goes
+    through Starlette as usual.
+    """
+
+    def __init__(self, app: ASGIApp, routes: dict[str, PipelineEndpoint]):
+        self.app = app
+        self._routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._routes.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(cfg: SluiceConfig) -> Starlette:
     gw = Gateway(cfg)
 
@@ -83,15 +106,18 @@ def create_app(cfg: SluiceConfig) -> Starlette:
     def pipeline(op: Operation, fmt: WireFormat) -> PipelineEndpoint:
         return PipelineEndpoint(gw, Endpoint(op, fmt))
 
+    proxied = {
+        "/v1/chat/completions": pipeline(Operation.CHAT, WireFormat.OPENAI),
+        "/v1/messages": pipeline(Operation.CHAT, WireFormat.ANTHROPIC),
+        "/v1/embeddings": pipeline(Operation.EMBEDDINGS, WireFormat.OPENAI),
+        "/v1/responses": pipeline(Operation.RESPONSES, WireFormat.OPENAI),
+    }
     routes = [
-        Route("/v1/chat/completions", pipeline(Operation.CHAT, WireFormat.OPENAI), methods=["POST"]),
-        Route("/v1/messages", pipeline(Operation.CHAT, WireFormat.ANTHROPIC), methods=["POST"]),
-        Route("/v1/embeddings", pipeline(Operation.EMBEDDINGS, WireFormat.OPENAI), methods=["POST"]),
-        Route("/v1/responses", pipeline(Operation.RESPONSES, WireFormat.OPENAI), methods=["POST"]),
+        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in proxied.items()),
         Route("/v1/models", ModelsEndpoint(gw), methods=["GET"]),
         Route("/healthz", HealthEndpoint(gw, readiness=False), methods=["GET"]),
         Route("/readyz", HealthEndpoint(gw, readiness=True), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HotPathRouter, routes=proxied)])
     app.state.gateway = gw
     return app
