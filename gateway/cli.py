@@ -11,6 +11,7 @@ import threading
 
 from gateway.config import ConfigError, SluiceConfig, load_config
 from gateway.defaults import config_from_env_keys, find_config_file, mock_config
+from gateway.mock.cli import add_mock_arguments
 
 logger = logging.getLogger("sluice")
 
@@ -57,10 +58,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
-    from gateway.mock import MockOptions, run_mock_upstream
-    options = MockOptions(latency_ms=args.latency_ms, tokens_per_second=args.tokens_per_second,
-                          output_tokens=args.output_tokens)
-    run_mock_upstream(args.host, args.port, options)
+    from gateway.mock import run_mock_upstream
+    from gateway.mock.cli import options_from_args
+    run_mock_upstream(args.host, args.port, options_from_args(args))
     return 0
 
 
@@ -82,11 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     mock = sub.add_parser("mock-upstream", help="run the mock model provider (OpenAI + Anthropic wire formats)")
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=9001)
-    mock.add_argument("--latency-ms", type=float, default=0.0)
-    mock.add_argument("--tokens-per-second", type=float, default=0.0)
-    mock.add_argument("--output-tokens", type=int, default=16)
+    add_mock_arguments(mock)
     mock.set_defaults(func=cmd_mock_upstream)
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")

@@ -25,8 +25,10 @@ def options_from_args(args: argparse.Namespace) -> MockOptions:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gateway.mock",
-                                     description="Mock LLM provider speaking the OpenAI, Azure and Anthropic wire formats.")
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.mock",
+        description="Mock LLM provider speaking the OpenAI, Azure and Anthropic wire formats.",
+    )
     add_mock_arguments(parser)
     args = parser.parse_args(argv)
     run_mock_upstream(args.host, args.port, options_from_args(args))

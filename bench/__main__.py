@@ -1,0 +1,44 @@
+"""`python -m bench`: compare requests/s and latency of targets against the mock upstream."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.run import BenchSettings, print_report, run_benchmark
+from bench.targets import DEFAULT_SLUICE_CONFIG, MockSettings
+
+
+def parse_settings(argv: list[str] | None = None) -> BenchSettings:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--targets", default="direct,sluice", help="comma-separated, in order (direct first)")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per target")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target (not measured)")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--stream", action="store_true", help="stream: true (+ include_usage)")
+    parser.add_argument("--same-prompt", action="store_true",
+                        help="send one identical prompt (lets a cache answer); default: unique prompts")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="mock latency before headers")
+    parser.add_argument("--tokens-per-second", type=float, default=0.0, help="mock stream pacing")
+    parser.add_argument("--output-tokens", type=int, default=16, help="words in each mock answer")
+    parser.add_argument("--sluice-config", type=Path, default=DEFAULT_SLUICE_CONFIG)
+    parser.add_argument("--gateway-key", default=None, help="Bearer key sent to Sluice (if its config wants one)")
+    args = parser.parse_args(argv)
+    return BenchSettings(
+        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        duration=args.duration, warmup=args.warmup, connections=args.connections, stream=args.stream,
+        unique_prompts=not args.same_prompt, generator=args.loadgen,
+        mock=MockSettings(args.latency_ms, args.tokens_per_second, args.output_tokens),
+        sluice_config=args.sluice_config, gateway_key=args.gateway_key,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_settings(argv)
+    rows, run_dir = run_benchmark(settings)
+    print_report(rows, run_dir, settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""One benchmark run: start the mock (and Sluice), drive each target in turn, report.
+
+Targets run one after the other against the same mock process, with the same load
+generator, request body and connection count; each gets a warm-up first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+
+from bench.loadgen import UNIQUE_MARKER, LoadResult, LoadSpec, run_load, wrk_available
+from bench.processes import ManagedProcess
+from bench.report import Row, as_dict, markdown_table
+from bench.targets import DEFAULT_SLUICE_CONFIG, MockSettings, Target, direct_target, start_mock, start_sluice
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PROMPT = ("Request " + UNIQUE_MARKER + ": summarise the main trade-offs between latency, throughput and cost "
+          "when serving a large language model behind a gateway, in three short bullet points.")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    targets: tuple[str, ...] = ("direct", "sluice")
+    duration: float = 10.0
+    warmup: float = 2.0
+    connections: int = 16
+    stream: bool = False
+    unique_prompts: bool = True  # defeat any cache in front of the provider
+    generator: str = "auto"  # auto | wrk | python
+    mock: MockSettings = MockSettings()
+    sluice_config: Path = DEFAULT_SLUICE_CONFIG
+    gateway_key: str | None = None
+
+
+def request_body(model: str, settings: BenchSettings) -> bytes:
+    prompt = PROMPT if settings.unique_prompts else PROMPT.replace(UNIQUE_MARKER, "0")
+    body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 256}
+    if settings.stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    return orjson.dumps(body)
+
+
+def run_benchmark(settings: BenchSettings) -> tuple[list[Row], Path]:
+    """Run every requested target; returns the rows and the run directory (logs, JSON)."""
+    generator = settings.generator
+    if generator == "auto":
+        generator = "wrk" if wrk_available() else "python"
+    run_dir = RESULTS_DIR / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started: list[ManagedProcess] = []
+    rows: list[Row] = []
+    try:
+        mock, mock_port = start_mock(settings.mock, run_dir)
+        started.append(mock)
+        for name in settings.targets:
+            try:
+                target = _start_target(name, mock_port, run_dir, settings)
+            except Exception as error:  # a target that cannot start is reported, not fatal
+                rows.append(Row(name, None, note=str(error).splitlines()[0]))
+                continue
+            if target.process is not None:
+                started.append(target.process)
+            try:
+                rows.append(_measure(target, mock, generator, settings))
+            except Exception as error:  # e.g. the gateway died under load: keep the other rows
+                log = target.process.log_path if target.process else mock.log_path
+                rows.append(Row(target.name, None, note=f"{str(error).splitlines()[0]} (see {log})"))
+    finally:
+        for process in reversed(started):
+            process.stop()
+    (run_dir / "results.json").write_bytes(orjson.dumps(
+        {"settings": asdict(settings) | {"generator": generator}, "rows": [as_dict(r) for r in rows]},
+        option=orjson.OPT_INDENT_2, default=str))
+    return rows, run_dir
+
+
+def _start_target(name: str, mock_port: int, run_dir: Path, settings: BenchSettings) -> Target:
+    if name == "direct":
+        return direct_target(mock_port)
+    if name == "sluice":
+        return start_sluice(mock_port, run_dir, settings.sluice_config, settings.gateway_key)
+    raise ValueError(f"unknown target {name!r} (known: direct, sluice)")
+
+
+def _measure(target: Target, mock: ManagedProcess, generator: str, settings: BenchSettings) -> Row:
+    body = request_body(target.model, settings)
+    headers = {"Content-Type": "application/json", **target.headers}
+    problem = _check(target, body, headers)
+    if problem:
+        return Row(target.name, None, note=problem)
+    spec = LoadSpec(target.url, body, headers, settings.connections, settings.duration)
+    if settings.warmup > 0:
+        run_load(LoadSpec(target.url, body, headers, settings.connections, settings.warmup), generator)
+    gateway_before = target.process.cpu_seconds() if target.process else 0.0
+    mock_before = mock.cpu_seconds()
+    result = run_load(spec, generator)
+    mock_cpu = mock.cpu_seconds() - mock_before
+    gateway_cpu = target.process.cpu_seconds() - gateway_before if target.process else None
+    return Row(target.name, result,
+               gateway_cpu_s_per_1k=_per_thousand(gateway_cpu, result),
+               mock_cpu_s_per_1k=_per_thousand(mock_cpu, result))
+
+
+def _check(target: Target, body: bytes, headers: dict[str, str]) -> str:
+    """One request first: a target that answers errors is reported, not benchmarked."""
+    try:
+        response = httpx.post(target.url, content=body.replace(UNIQUE_MARKER.encode(), b"check"),
+                              headers=headers, timeout=30, trust_env=False)
+    except httpx.HTTPError as error:
+        return f"check request failed: {error!r}"
+    if response.status_code != 200:
+        return f"check request answered {response.status_code}: {response.text[:200]}"
+    return ""
+
+
+def _per_thousand(cpu_seconds: float | None, result: LoadResult) -> float | None:
+    if cpu_seconds is None or not result.requests:
+        return None
+    return cpu_seconds / result.requests * 1000
+
+
+def print_report(rows: list[Row], run_dir: Path, settings: BenchSettings) -> None:
+    mode = "stream" if settings.stream else "non-stream"
+    print(f"\nchat completions, {mode}, {settings.connections} connections, {settings.duration:g}s "
+          f"(+{settings.warmup:g}s warm-up), mock latency {settings.mock.latency_ms:g} ms, "
+          f"{settings.mock.output_tokens} output tokens, tokens/s {settings.mock.tokens_per_second:g}\n")
+    print(markdown_table(rows))
+    print(f"\nlogs and results.json in {run_dir}")

@@ -1,0 +1,86 @@
+"""The servers a run compares: the mock upstream (direct) and Sluice in front of it.
+
+Each target is an HTTP endpoint plus the process whose CPU the run reports; a new peer
+(another gateway) is one more `start_*` function returning a `Target`.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.processes import ManagedProcess, free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SLUICE_CONFIG = Path(__file__).resolve().parent / "sluice-bench.yaml"
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Target:
+    name: str
+    url: str  # what the load generator POSTs to
+    model: str
+    headers: dict[str, str] = field(default_factory=dict)
+    process: ManagedProcess | None = None  # the gateway process (None: straight to the mock)
+
+
+@dataclass(frozen=True)
+class MockSettings:
+    latency_ms: float = 0.0
+    tokens_per_second: float = 0.0
+    output_tokens: int = 16
+
+
+def start_mock(settings: MockSettings, run_dir: Path) -> tuple[ManagedProcess, int]:
+    """The mock upstream, one process, as `python -m gateway.mock`."""
+    port = free_port(HOST)
+    command = [sys.executable, "-m", "gateway.mock", "--host", HOST, "--port", str(port),
+               "--latency-ms", str(settings.latency_ms), "--tokens-per-second", str(settings.tokens_per_second),
+               "--output-tokens", str(settings.output_tokens), "--api-key", "sk-bench"]
+    process = ManagedProcess("mock upstream", command, run_dir / "mock.log", cwd=REPO_ROOT, env=_env())
+    try:
+        process.wait_ready(f"http://{HOST}:{port}/_mock/health")
+    except Exception:
+        process.stop()
+        raise
+    return process, port
+
+
+def direct_target(mock_port: int) -> Target:
+    return Target("direct (mock)", f"http://{HOST}:{mock_port}/v1/chat/completions", "m1",
+                  {"Authorization": "Bearer sk-bench"})
+
+
+def sluice_executable() -> Path:
+    return Path(sys.prefix) / "bin" / "sluice"
+
+
+def start_sluice(mock_port: int, run_dir: Path, config_template: Path = DEFAULT_SLUICE_CONFIG,
+                 gateway_key: str | None = None) -> Target:
+    """`sluice serve` on a rendered copy of the bench config, pointed at this run's mock."""
+    executable = sluice_executable()
+    if not executable.exists():
+        raise RuntimeError(f"{executable} does not exist (is the project installed in this venv?)")
+    config = run_dir / "sluice-bench.yaml"
+    config.write_text(string.Template(config_template.read_text()).safe_substitute(
+        SLUICE_BENCH_MOCK_PORT=str(mock_port)))
+    port = free_port(HOST)
+    env = _env(SLUICE_BENCH_MOCK_PORT=str(mock_port), SLUICE_DATA_DIR=str(run_dir / "sluice-data"))
+    command = [str(executable), "serve", "--config", str(config), "--host", HOST, "--port", str(port)]
+    process = ManagedProcess("sluice", command, run_dir / "sluice.log", cwd=run_dir, env=env)
+    try:
+        process.wait_ready(f"http://{HOST}:{port}/")
+    except Exception:
+        process.stop()
+        raise
+    headers = {"Authorization": f"Bearer {gateway_key}"} if gateway_key else {}
+    return Target("sluice", f"http://{HOST}:{port}/v1/chat/completions", "bench-model", headers, process)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": pythonpath, **extra}
