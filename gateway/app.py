@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -54,6 +55,50 @@ class ModelsEndpoint:
             body = {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "sluice"}
                                                for m in names]}
         await send_bytes(send, 200, orjson.dumps(body), [])
+
+
+class MetricsEndpoint:
+    """`GET /metrics` in the Prometheus text format."""
+
+    def __init__(self, gw: Gateway):
+        self._gw = gw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, content_type = self._gw.telemetry.metrics.render()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", content_type.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class ReportEndpoint:
+    """`GET /sluice/report?since=1h&by=model`: the `sluice report` table, for loopback callers.
+
+    chDB lets one process open its directory; while the gateway runs on the embedded
+    default, `sluice report` asks it here. Aggregates span tenants, so only local callers
+    are answered.
+    """
+
+    def __init__(self, gw: Gateway):
+        self._gw = gw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from urllib.parse import parse_qs
+        client = (scope.get("client") or ("",))[0]
+        if client not in ("127.0.0.1", "::1", "localhost"):
+            await send_bytes(send, 403, b'{"error": {"message": "report is served to loopback callers only"}}', [])
+            return
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        try:
+            text = await asyncio.to_thread(self._gw.report, query.get("since", "1h"), query.get("by", "model"))
+        except ValueError as exc:
+            await send_bytes(send, 400, orjson.dumps({"error": {"message": str(exc)}}), [])
+            return
+        body = text.encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 class HealthEndpoint:
@@ -115,6 +160,8 @@ def create_app(cfg: SluiceConfig) -> Starlette:
     routes = [
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in proxied.items()),
         Route("/v1/models", ModelsEndpoint(gw), methods=["GET"]),
+        Route("/metrics", MetricsEndpoint(gw), methods=["GET"]),
+        Route("/sluice/report", ReportEndpoint(gw), methods=["GET"]),
         Route("/healthz", HealthEndpoint(gw, readiness=False), methods=["GET"]),
         Route("/readyz", HealthEndpoint(gw, readiness=True), methods=["GET"]),
     ]

@@ -29,13 +29,15 @@ def _start_mock_in_thread(port: int) -> None:
     thread.start()
 
 
-def resolve_config(path: str | None) -> SluiceConfig:
+def resolve_config(path: str | None, quiet: bool = False) -> SluiceConfig:
     """The config file if there is one, else provider keys from the environment, else the mock."""
     file = find_config_file(path)
     if file is not None:
         cfg = load_config(file)
         logger.info("loaded configuration from %s", file)
         return cfg
+    if quiet:   # commands that only read telemetry need no providers
+        return config_from_env_keys(dict(os.environ)) or mock_config(0)
     cfg = config_from_env_keys(dict(os.environ))
     if cfg is not None:
         logger.info("no config file: using provider keys from the environment (%s)", ", ".join(cfg.providers))
@@ -64,6 +66,38 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from telemetry.clickhouse import open_from_config
+    from telemetry.schema import migrate
+    cfg = resolve_config(args.config)
+    client, database = open_from_config(cfg.telemetry, cfg.resolved_data_dir())
+    applied = migrate(client, database, ttl_days=cfg.telemetry.ttl_days)
+    print(f"database {database}: " + (f"applied migrations {applied}" if applied else "already up to date"))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the traffic report; while `sluice serve` holds the embedded chDB, ask it instead."""
+    from telemetry.clickhouse import ChdbBusyError, open_from_config
+    from telemetry.report import parse_since, report
+    parse_since(args.since)                                   # fail early on a bad value
+    cfg = resolve_config(args.config, quiet=True)
+    try:
+        client, database = open_from_config(cfg.telemetry, cfg.resolved_data_dir())
+    except ChdbBusyError:
+        import httpx
+        url = f"{args.gateway.rstrip('/')}/sluice/report"
+        resp = httpx.get(url, params={"since": args.since, "by": args.by}, timeout=60)
+        if resp.status_code != 200:
+            print(f"sluice: the embedded ClickHouse is in use and {url} answered {resp.status_code}: "
+                  f"{resp.text}", file=sys.stderr)
+            return 1
+        print(resp.text, end="")
+        return 0
+    print(report(client, database, since=args.since, by=args.by))
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.config)
     print(f"ok: {len(cfg.providers)} providers, {len(cfg.models)} models")
@@ -84,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     mock = sub.add_parser("mock-upstream", help="run the mock model provider (OpenAI + Anthropic wire formats)")
     add_mock_arguments(mock)
     mock.set_defaults(func=cmd_mock_upstream)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the ClickHouse tables")
+    migrate.add_argument("--config")
+    migrate.set_defaults(func=cmd_migrate)
+
+    report = sub.add_parser("report", help="traffic, errors, latency, tokens, cost from ClickHouse")
+    report.add_argument("--config")
+    report.add_argument("--since", default="1h", help="window: 30m, 1h, 7d, ...")
+    report.add_argument("--by", default="model", choices=["model", "deployment", "tenant"])
+    report.add_argument("--gateway", default="http://127.0.0.1:8080",
+                        help="running gateway to ask when the embedded ClickHouse is in use")
+    report.set_defaults(func=cmd_report)
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config")

@@ -16,6 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cache.config import CacheConfig
+from guardrails.config import GuardrailsConfig
+from telemetry.config import TelemetryConfig
+
 
 
 class ConfigError(ValueError):
@@ -103,9 +107,9 @@ class SluiceConfig(_Strict):
     models: dict[str, ModelConfig] = {}
     router: RouterConfig = RouterConfig()
     keys: list[KeyConfig] | None = None
-    telemetry: dict[str, Any] = {}   # TODO(integration): TelemetryConfig
-    cache: dict[str, Any] = {}       # TODO(integration): CacheConfig
-    guardrails: dict[str, Any] = {}  # TODO(integration): GuardrailsConfig
+    telemetry: TelemetryConfig = TelemetryConfig()
+    cache: CacheConfig = CacheConfig()
+    guardrails: GuardrailsConfig = GuardrailsConfig()
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir or os.environ.get("SLUICE_DATA_DIR") or ".sluice")

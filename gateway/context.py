@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.auth import ANONYMOUS, Principal
 from gateway.errors import AttemptRecord
 from gateway.routing import Deployment
-from gateway.types import Operation, WireFormat
+from gateway.types import JSON, Operation, WireFormat
 from gateway.wire.summary import ResponseSummary
 
 
@@ -26,7 +27,6 @@ class RequestContext:
     endpoint: Endpoint
     request_id: str = field(default_factory=lambda: os.urandom(12).hex())
     started: float = field(default_factory=time.perf_counter)
-    received_at: float = field(default_factory=time.time)
     principal: Principal = ANONYMOUS
     public_model: str = ""
     stream: bool = False
@@ -40,6 +40,23 @@ class RequestContext:
     ttft_ms: float | None = None
     processing_ms: float = 0.0        # gateway work while streaming, counted into overhead
     finished: float | None = None
+    body: JSON | None = None          # the request as sent on (after input guardrails)
+    user_agent: str = ""
+    # telemetry
+    start_ns: int = field(default_factory=time.time_ns)
+    span: Any = None                  # the server span (opentelemetry Span)
+    trace_id: str = ""
+    span_id: str = ""
+    steps: list[tuple[str, float, float, dict | None]] = field(default_factory=list)  # name, t0, t1, attrs
+    cache_status: str = "off"
+    cache_similarity: float | None = None
+    prompt_embedding: list[float] | None = None
+    guardrail_actions: list[str] = field(default_factory=list)
+    guardrail_ms: float | None = None
+
+    @property
+    def params(self) -> JSON:
+        return self.body or {}
 
     @property
     def api_format(self) -> WireFormat:
@@ -65,8 +82,11 @@ class RequestContext:
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-sluice-request-id", self.request_id.encode())]
+        if self.trace_id:
+            headers.append((b"x-sluice-trace-id", self.trace_id.encode()))
         if self.deployment is not None:
             headers.append((b"x-sluice-deployment", self.deployment.name.encode()))
-        if self.attempts:
-            headers.append((b"x-sluice-attempts", str(len(self.attempts)).encode()))
+        tries = sum(1 for a in self.attempts if a.outcome != "circuit_open")
+        if tries:
+            headers.append((b"x-sluice-attempts", str(tries).encode()))
         return headers

@@ -119,6 +119,7 @@ class AttemptRecord:
     status: int | None = None
     retry_after_s: float | None = None
     backoff_ms: float = 0.0      # time waited before this try
+    started: float = 0.0         # perf_counter() at the start of the try (for spans)
 
 
 class AllDeploymentsFailed(GatewayError):

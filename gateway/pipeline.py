@@ -20,7 +20,7 @@ import orjson
 
 from gateway.context import Endpoint, RequestContext
 from gateway.errors import BadRequest, GatewayError, ModelNotFound
-from gateway.http import SSE_HEADERS, parse_json_object, read_body, send_bytes
+from gateway.http import SSE_HEADERS, header, parse_json_object, read_body, send_bytes
 from gateway.routing import Deployment, ModelRoute
 from gateway.streaming import StreamConverter
 from gateway.translate import (
@@ -55,12 +55,18 @@ class InternalError(GatewayError):
 
 async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
     ctx = RequestContext(endpoint)
+    gw.begin(ctx, scope)
     try:
         # 1. who is calling
-        ctx.principal = gw.keys.authenticate(scope["headers"])
+        if gw.keys.enabled:
+            t0 = time.perf_counter()
+            ctx.principal = gw.keys.authenticate(scope["headers"])
+            ctx.steps.append(("sluice.auth", t0, time.perf_counter(), None))
         # 2. what they ask, in their wire format
         body = parse_json_object(await read_body(scope, receive, gw.cfg.server.max_body_bytes))
         ctx.public_model = VALIDATORS[endpoint](body)
+        ctx.body = body
+        ctx.user_agent = (header(scope, b"user-agent") or b"").decode("latin-1")
         ctx.stream = body.get("stream") is True
         if endpoint.api_format is WireFormat.ANTHROPIC:
             ctx.forward_headers = _forwarded_headers(scope)

@@ -31,6 +31,7 @@ class ModelRoute:
     def __init__(self, name: str, deployments: list[Deployment], strategy: Strategy, retries: int):
         self.name = name
         self.deployments = deployments
+        self.by_name = {d.name: d for d in deployments}
         self.strategy = strategy
         self.retries = retries
 
@@ -99,7 +100,7 @@ class Router:
                 except UpstreamError as err:
                     dep.in_flight -= 1
                     attempts.append(AttemptRecord(dep.name, err.outcome, (time.perf_counter() - started) * 1000,
-                                                  err.status, err.retry_after_s, waited_ms))
+                                                  err.status, err.retry_after_s, waited_ms, started))
                     waited_ms = 0.0
                     if not err.fallback:
                         # The provider rejected the request itself: another deployment would too.
@@ -122,7 +123,7 @@ class Router:
                 elapsed = (time.perf_counter() - started) * 1000
                 dep.observe_latency(elapsed)
                 dep.breaker.record_success()
-                attempts.append(AttemptRecord(dep.name, "ok", elapsed, backoff_ms=waited_ms))
+                attempts.append(AttemptRecord(dep.name, "ok", elapsed, backoff_ms=waited_ms, started=started))
                 return dep, result
         raise AllDeploymentsFailed(route.name, attempts)
 

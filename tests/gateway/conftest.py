@@ -54,6 +54,9 @@ def gateway_config(primary: Mock, backup: Mock, **extra) -> dict:
     fast = {"connect_s": 1, "read_s": 1, "total_s": 3}
     return {
         "server": {"max_body_bytes": 64 * 1024},
+        # Traces and caching have their own suites; here every request must reach a provider.
+        "telemetry": {"enabled": False},
+        "cache": {"enabled": False},
         "providers": {
             "primary": {"type": "openai", "base_url": f"{primary.url}/v1", "api_key": PRIMARY_KEY, "timeouts": fast},
             "backup": {"type": "anthropic", "base_url": backup.url, "api_key": BACKUP_KEY, "timeouts": fast},
