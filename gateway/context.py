@@ -12,6 +12,7 @@ from gateway.errors import AttemptRecord
 from gateway.routing import Deployment
 from gateway.types import JSON, Operation, WireFormat
 from gateway.wire.summary import ResponseSummary
+from guardrails.results import GuardrailResult, summarize
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class RequestContext:
     cache_similarity: float | None = None
     prompt_embedding: list[float] | None = None
     guardrail_actions: list[str] = field(default_factory=list)
+    guardrail_results: list[GuardrailResult] = field(default_factory=list)
     guardrail_ms: float | None = None
 
     @property
@@ -89,4 +91,10 @@ class RequestContext:
         tries = sum(1 for a in self.attempts if a.outcome != "circuit_open")
         if tries:
             headers.append((b"x-sluice-attempts", str(tries).encode()))
+        if self.cache_status != "off":
+            headers.append((b"x-sluice-cache", self.cache_status.encode()))
+            if self.cache_similarity is not None:
+                headers.append((b"x-sluice-cache-similarity", f"{self.cache_similarity:.4f}".encode()))
+        if self.guardrail_results:
+            headers.append((b"x-sluice-guardrails", summarize(self.guardrail_results).encode()))
         return headers

@@ -14,13 +14,20 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
 
+from cache import CacheLookup, CacheRequest
+from cache.replay import anthropic_message_as_sse, openai_chat_as_sse
+from gateway import caching
+
 from gateway.context import Endpoint, RequestContext
 from gateway.errors import BadRequest, GatewayError, ModelNotFound
+from gateway.guard import GuardState, StreamGuard, guard_answer, guard_input
 from gateway.http import SSE_HEADERS, header, parse_json_object, read_body, send_bytes
+from gateway.providers import Usage
 from gateway.routing import Deployment, ModelRoute
 from gateway.streaming import StreamConverter
 from gateway.translate import (
@@ -72,11 +79,27 @@ async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive
             ctx.forward_headers = _forwarded_headers(scope)
         # 3. which model, and may they use it
         route = resolve_route(gw, ctx)
-        # 4. route to a deployment and answer
+        # 4. input guardrails: block, or rewrite what the provider will see
+        guard: GuardState | None = None
+        policy = gw.guardrail_policy(ctx)
+        if policy is not None:
+            body, guard = await guard_input(gw.guardrails, policy, ctx, body)
+            ctx.body = body
+        # 5. cache lookup, keyed by the request as the provider would see it
+        store: CacheStore | None = None
+        if gw.cache is not None:
+            creq = caching.cache_request(ctx, scope, body, policy.version if policy else "")
+            if creq is not None:
+                found = await caching.lookup(gw.cache, ctx, creq)
+                if found.status in caching.HITS:
+                    await answer_from_cache(ctx, found.response, guard, send)
+                    return
+                store = CacheStore(creq, found)
+        # 6. route to a deployment; 7. answer, output guardrails; 8. cache store
         if ctx.stream:
-            await stream_answer(gw, ctx, route, body, receive, send)
+            await stream_answer(gw, ctx, route, body, receive, send, guard, store)
         else:
-            await complete_answer(gw, ctx, route, body, send)
+            await complete_answer(gw, ctx, route, body, send, guard, store)
     except GatewayError as err:
         await send_error(ctx, err, send)
     except Exception:
@@ -134,7 +157,20 @@ def _caller_wants_usage(body: JSON) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-async def complete_answer(gw: Gateway, ctx: RequestContext, route: ModelRoute, body: JSON, send: Send) -> None:
+@dataclass(slots=True)
+class CacheStore:
+    """A cache miss to fill once the answer is known."""
+
+    request: CacheRequest
+    lookup: CacheLookup
+
+    def schedule(self, gw: Gateway, answer: JSON, guard: GuardState | None) -> None:
+        filtered = guard is not None and guard.modified_output
+        gw.background(gw.cache.store(self.request, answer, self.lookup, output_filtered=filtered))
+
+
+async def complete_answer(gw: Gateway, ctx: RequestContext, route: ModelRoute, body: JSON, send: Send,
+                          guard: GuardState | None = None, store: CacheStore | None = None) -> None:
     async def attempt(dep: Deployment):
         req = dep.adapter.build(ctx.operation, upstream_body(ctx, body, dep), dep.upstream_model,
                                 ctx.forward_headers)
@@ -142,33 +178,64 @@ async def complete_answer(gw: Gateway, ctx: RequestContext, route: ModelRoute, b
 
     dep, resp = await gw.router.run(route, attempt, ctx.attempts, eligible=_eligible(ctx))
     ctx.deployment = dep
-    out = read_answer(ctx, dep, resp.body)
+    answer, out = read_answer(ctx, dep, resp.body)
+    if guard is not None:
+        guarded = await guard_answer(guard, ctx, answer)
+        if guarded is not answer:
+            out = orjson.dumps(guarded)
     await send_bytes(send, 200, out, ctx.response_headers())
+    if store is not None:
+        store.schedule(gw, answer, guard)
 
 
-def read_answer(ctx: RequestContext, dep: Deployment, raw: bytes) -> bytes:
-    """Fill the summary from a complete answer; translate it if the formats differ."""
+def read_answer(ctx: RequestContext, dep: Deployment, raw: bytes) -> tuple[JSON, bytes]:
+    """Parse a complete answer into the caller's format (translating if the formats
+    differ) and fill the summary; returns the answer and the bytes to send."""
     try:
         answer = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise GatewayError(f"Deployment {dep.name} returned a body that is not JSON") from None
     if ctx.operation is not Operation.CHAT:
         ctx.summary.usage = dep.adapter.usage(answer)
-        return raw
+        return answer, raw
     provider = dep.adapter.wire_format
     if provider is not ctx.api_format:
         answer = (anthropic_response_to_openai(answer, ctx.public_model) if ctx.api_format is WireFormat.OPENAI
                   else openai_response_to_anthropic(answer, ctx.public_model))
         raw = orjson.dumps(answer)
+    _summarize(ctx, answer)
+    return answer, raw
+
+
+def _summarize(ctx: RequestContext, answer: JSON) -> None:
     if ctx.api_format is WireFormat.OPENAI:
         openai_wire.read_chat_response(answer, ctx.summary)
     else:
         anthropic_wire.read_message(answer, ctx.summary)
-    return raw
 
 
-async def stream_answer(gw: Gateway, ctx: RequestContext, route: ModelRoute, body: JSON,
-                        receive: Receive, send: Send) -> None:
+async def answer_from_cache(ctx: RequestContext, answer: JSON, guard: GuardState | None, send: Send) -> None:
+    """Serve a cached answer, replayed as a stream when the caller asked for one."""
+    if ctx.operation is Operation.CHAT:
+        _summarize(ctx, answer)
+        ctx.summary.usage = Usage()                # nothing was spent upstream
+        if guard is not None:
+            answer = await guard_answer(guard, ctx, answer)
+    if not ctx.stream:
+        await send_bytes(send, 200, orjson.dumps(answer), ctx.response_headers())
+        return
+    if ctx.api_format is WireFormat.OPENAI:
+        events = openai_chat_as_sse(answer, include_usage=_caller_wants_usage(ctx.params))
+    else:
+        events = anthropic_message_as_sse(answer)
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *ctx.response_headers()]})
+    ctx.response_started = True
+    ctx.ttft_ms = (time.perf_counter() - ctx.started) * 1000
+    await send({"type": "http.response.body", "body": b"".join(events), "more_body": False})
+
+
+async def stream_answer(gw: Gateway, ctx: RequestContext, route: ModelRoute, body: JSON, receive: Receive,
+                        send: Send, guard: GuardState | None = None, store: CacheStore | None = None) -> None:
     async def attempt(dep: Deployment):
         # Fallback stays possible until the first upstream bytes arrive: read them here.
         req = dep.adapter.build(ctx.operation, upstream_body(ctx, body, dep), dep.upstream_model,
@@ -194,23 +261,31 @@ async def stream_answer(gw: Gateway, ctx: RequestContext, route: ModelRoute, bod
             converter = StreamConverter(ctx.api_format, dep.adapter.wire_format, ctx.public_model, ctx.summary,
                                         drop_usage_chunk=not _caller_wants_usage(body),
                                         include_usage=_caller_wants_usage(body))
+        stream_guard = StreamGuard(guard, ctx) if guard is not None and converter is not None else None
         await send({"type": "http.response.start", "status": 200,
                     "headers": [*SSE_HEADERS, *ctx.response_headers()]})
         ctx.response_started = True
-        await _relay_until_disconnect(ctx, _relay(ctx, converter, first, chunks, send), receive)
+        await _relay_until_disconnect(ctx, _relay(ctx, converter, stream_guard, first, chunks, send), receive)
+        if store is not None and converter is not None and converter.done and ctx.error_type is None:
+            store.schedule(gw, converter.assembled(), guard)
     finally:
         await upstream.aclose()
         gw.router.release(dep)
 
 
-async def _relay(ctx: RequestContext, converter: StreamConverter | None, first: bytes,
-                 chunks: AsyncIterator[bytes], send: Send) -> None:
+async def _relay(ctx: RequestContext, converter: StreamConverter | None, guard: StreamGuard | None,
+                 first: bytes, chunks: AsyncIterator[bytes], send: Send) -> None:
     more = {"type": "http.response.body", "body": b"", "more_body": True}
     try:
         chunk = first
         while True:
             t0 = time.perf_counter()
-            out = converter.feed(chunk) if converter is not None else chunk
+            if converter is None:
+                out = chunk                               # /v1/responses: bytes pass straight through
+            elif guard is None:
+                out = converter.feed(chunk)
+            else:
+                out = await guard.apply(converter.events(chunk))
             ctx.processing_ms += (time.perf_counter() - t0) * 1000
             if out:
                 if ctx.ttft_ms is None:
@@ -222,6 +297,8 @@ async def _relay(ctx: RequestContext, converter: StreamConverter | None, first: 
                 break
         if converter is not None and not converter.done:
             raise UpstreamError("stream_truncated")
+        if guard is not None:
+            guard.finish_results()
     except UpstreamError as err:
         # After the first byte there is no fallback: end the stream with an explicit error.
         ctx.status, ctx.error_type = 502, f"stream_{err.outcome}"

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from cache import ResponseCache
 
 from gateway.auth import KeyStore
 from gateway.config import SluiceConfig
 from gateway.context import RequestContext
 from gateway.observe import RequestObserver
 from gateway.routing import BreakerState, Router
-from gateway.types import Scope
+from gateway.types import Operation, Scope
 from gateway.upstream import UPSTREAM_CLIENTS, UpstreamClient
+from guardrails import GuardrailEngine, Policy
 from telemetry import Telemetry
 
 logger = logging.getLogger("sluice")
@@ -26,22 +31,46 @@ class Gateway:
         self.telemetry = Telemetry.from_config(cfg.telemetry, self.data_dir)
         self.router = Router(cfg, on_breaker_change=self._on_breaker_change)
         self.observer = RequestObserver(self.telemetry, self.router)
+        self.cache = ResponseCache.from_config(cfg.cache, self.data_dir) if cfg.cache.enabled else None
+        self.guardrails = GuardrailEngine.from_config(cfg.guardrails) if cfg.guardrails.any_policy() else None
         self.upstream: UpstreamClient = None  # type: ignore[assignment]   # created in start()
+        self._tasks: set[asyncio.Task] = set()
         self.ready = False
 
     async def start(self) -> None:
-        if self.cfg.telemetry.enabled:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.telemetry.start)        # connects + migrates ClickHouse
+        if self.guardrails is not None:
+            await self.guardrails.start()                    # loads Presidio / Detoxify in threads
+            logger.info("guardrails ready (toxicity backend: %s)", self.guardrails.toxicity_backend or "off")
+        if self.cache is not None:
+            await self.cache.start()                         # Redis index / embedded store, embedder
         server = self.cfg.server
         self.upstream = UPSTREAM_CLIENTS[server.upstream_client](server.max_upstream_connections)
         self.ready = True
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
         self.ready = False
+        if self._tasks:                                      # cache stores still in flight
+            await asyncio.wait(self._tasks, timeout=grace_s)
         if self.upstream is not None:
             await self.upstream.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
+        if self.guardrails is not None:
+            await self.guardrails.aclose()
         await asyncio.to_thread(self.telemetry.shutdown)     # flushes queued spans and rows
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run follow-up work (cache stores) after the response, tracked until shutdown."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def guardrail_policy(self, ctx: RequestContext) -> Policy | None:
+        if self.guardrails is None or ctx.operation is not Operation.CHAT:
+            return None
+        return self.guardrails.policy_for(ctx.principal.tenant, ctx.public_model)
 
     def _on_breaker_change(self, deployment: str, state: BreakerState) -> None:
         logger.warning("circuit breaker for %s is now %s", deployment, state.value)

@@ -9,6 +9,8 @@ which provider answered.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import orjson
 
 from gateway.sse import DONE, OPENAI_DONE, SSEBuffer, anthropic_event, event_data, openai_event
@@ -19,12 +21,22 @@ from gateway.wire.openai import ChatStreamReader
 from gateway.wire.summary import ResponseSummary
 
 
+class OutEvent(NamedTuple):
+    """One event for the caller: its Anthropic event name (None for OpenAI), the parsed
+    object (None for `[DONE]`) and the bytes to send."""
+
+    name: str | None
+    obj: JSON | None
+    raw: bytes
+
+
 class StreamConverter:
     """Feed raw upstream bytes, get caller-format bytes; `done` once the terminal event passed."""
 
     def __init__(self, caller: WireFormat, provider: WireFormat, public_model: str, summary: ResponseSummary,
                  *, drop_usage_chunk: bool = False, include_usage: bool = False):
         self._buffer = SSEBuffer()
+        self._caller = caller
         self.done = False
         self.reader: ChatStreamReader | MessageStreamReader
         if caller is WireFormat.OPENAI:
@@ -40,7 +52,11 @@ class StreamConverter:
             if (caller, provider) == (WireFormat.ANTHROPIC, WireFormat.OPENAI) else None
 
     def feed(self, chunk: bytes) -> bytes:
-        out: list[bytes] = []
+        return b"".join(e.raw for e in self.events(chunk))
+
+    def events(self, chunk: bytes) -> list[OutEvent]:
+        """The caller-format events completed by this chunk (parsed, with their bytes)."""
+        out: list[OutEvent] = []
         for block in self._buffer.feed(chunk):
             data = event_data(block)
             if data is None:
@@ -55,30 +71,31 @@ class StreamConverter:
             if self._to_openai is not None:
                 for c in self._to_openai.feed(event):
                     self.reader.feed(c)
-                    out.append(openai_event(c))
+                    out.append(OutEvent(None, c, openai_event(c)))
                 if event.get("type") == "message_stop":
-                    out.append(OPENAI_DONE)
+                    out.append(OutEvent(None, None, OPENAI_DONE))
                     self.done = True
             elif self._to_anthropic is not None:
                 for kind, e in self._to_anthropic.feed(event):
                     self.reader.feed(e)
-                    out.append(anthropic_event(kind, e))
+                    out.append(OutEvent(kind, e, anthropic_event(kind, e)))
             else:
                 self.reader.feed(event)
                 if event.get("type") == "message_stop":
                     self.done = True
                 if self._drop_usage_chunk and not event.get("choices") and event.get("usage"):
                     continue
-                out.append(block + b"\n\n")
-        return b"".join(out)
+                out.append(OutEvent(event.get("type") if self._caller is WireFormat.ANTHROPIC else None,
+                                    event, block + b"\n\n"))
+        return out
 
-    def _on_done(self, out: list[bytes]) -> None:
+    def _on_done(self, out: list[OutEvent]) -> None:
         if self._to_anthropic is not None:
             for kind, e in self._to_anthropic.finish():
                 self.reader.feed(e)
-                out.append(anthropic_event(kind, e))
+                out.append(OutEvent(kind, e, anthropic_event(kind, e)))
         else:
-            out.append(OPENAI_DONE)
+            out.append(OutEvent(None, None, OPENAI_DONE))
         self.done = True
 
     def assembled(self) -> JSON:

@@ -3,46 +3,14 @@
 from __future__ import annotations
 
 import anthropic
-import httpx
 import openai
 import pytest
 
+from tests.conftest import BACKUP_KEY, PRIMARY_KEY, Mock
 from tests.gateway_server import start_gateway
-from tests.mock_server import start_mock
 
-PRIMARY_KEY = "sk-primary-secret"
-BACKUP_KEY = "sk-ant-backup-secret"
 TEAM_A_KEY = "sluice-team-a-secret"
 TEAM_B_KEY = "sluice-team-b-secret"
-
-
-class Mock:
-    def __init__(self, url: str):
-        self.url = url
-
-    def requests(self) -> list[dict]:
-        return httpx.get(f"{self.url}/_mock/requests").json()
-
-    def clear(self) -> None:
-        httpx.delete(f"{self.url}/_mock/requests")
-        httpx.delete(f"{self.url}/_mock/faults")
-
-    def faults(self, *rules: dict) -> None:
-        httpx.post(f"{self.url}/_mock/faults", json=list(rules)).raise_for_status()
-
-
-@pytest.fixture(scope="session")
-def primary():
-    url, stop = start_mock(api_key=PRIMARY_KEY)
-    yield Mock(url)
-    stop()
-
-
-@pytest.fixture(scope="session")
-def backup():
-    url, stop = start_mock(api_key=BACKUP_KEY)
-    yield Mock(url)
-    stop()
 
 
 def fallback_model(first: str) -> dict:
@@ -104,14 +72,6 @@ def keyed_gateway(primary, backup):
     gw = start_gateway(gateway_config(primary, backup, keys=keys))
     yield gw
     gw.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean_mocks(request):
-    # Only tests that use the mocks pay for the reset.
-    if "primary" in request.fixturenames or "gateway" in request.fixturenames:
-        for name in ("primary", "backup"):
-            request.getfixturevalue(name).clear()
 
 
 @pytest.fixture

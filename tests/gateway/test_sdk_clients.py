@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import struct
 
-from tests.gateway.conftest import BACKUP_KEY, PRIMARY_KEY
+from tests.conftest import BACKUP_KEY, PRIMARY_KEY
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",

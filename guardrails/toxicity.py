@@ -1,0 +1,233 @@
+"""Toxicity scoring: Detoxify when its weights load, else the configured fallback.
+
+Scorers block (a BERT forward pass is tens of milliseconds); ToxicityBatcher runs
+them in one worker thread and scores together the texts that arrived while the
+previous batch was running, so concurrent requests share forward passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from guardrails.config import GuardrailsConfig
+
+log = logging.getLogger("sluice.guardrails")
+
+Scores = dict[str, float]
+
+# Detoxify truncates at the tokenizer's limit (512 tokens for its models); long texts
+# are cut into segments and a text's score is the maximum over its segments.
+SEGMENT_CHARS = 1200
+
+
+class ToxicityUnavailable(RuntimeError):
+    """No model could be loaded and the configured fallback is fail-closed."""
+
+
+class ToxicityScorer(Protocol):
+    name: str
+
+    def predict(self, texts: list[str]) -> list[Scores]: ...
+
+
+class DetoxifyScorer:
+    def __init__(self, model: Any, name: str) -> None:
+        self._model = model
+        self.name = name
+
+    def predict(self, texts: list[str]) -> list[Scores]:
+        raw = self._model.predict(texts)
+        out: list[Scores] = [{} for _ in texts]
+        for category, values in raw.items():
+            # Detoxify squeezes a batch of one down to a bare float.
+            values = values if isinstance(values, list) else [values]
+            for i, value in enumerate(values):
+                out[i][category] = float(value)
+        return out
+
+
+_THREAT = re.compile(
+    r"\b(?:i(?:'m| am)?\s*(?:going\s+to|gonna|will|'ll)\s+(?:kill|hurt|murder|shoot|stab|beat|find)\s+you"
+    r"|you(?:'re| are)\s+(?:going\s+to\s+)?(?:die|dead)\b|watch\s+your\s+back)",
+    re.IGNORECASE,
+)
+
+
+class LightScorer:
+    """Offline fallback: alt-profanity-check's linear model plus a threat pattern.
+
+    It only knows "offensive or not", reported as `toxicity` (and `insult`, which it
+    mostly detects); `threat` comes from a short pattern list. Much weaker than
+    Detoxify, but sub-millisecond and dependency-light.
+    """
+
+    name = "light"
+
+    def __init__(self) -> None:
+        from profanity_check import predict_prob
+
+        self._predict_prob = predict_prob
+
+    def predict(self, texts: list[str]) -> list[Scores]:
+        probs = self._predict_prob(texts)
+        out: list[Scores] = []
+        for text, p in zip(texts, probs):
+            prob = float(p)
+            out.append({"toxicity": prob, "insult": prob, "threat": 0.95 if _THREAT.search(text) else 0.0})
+        return out
+
+
+class UnavailableScorer:
+    name = "unavailable"
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def predict(self, texts: list[str]) -> list[Scores]:
+        raise ToxicityUnavailable(f"toxicity model unavailable: {self._reason}")
+
+
+def load_scorer(cfg: GuardrailsConfig) -> ToxicityScorer:
+    """Load Detoxify (blocking); on failure say so plainly and apply the fallback."""
+    source = str(cfg.toxicity_checkpoint) if cfg.toxicity_checkpoint else cfg.toxicity_model
+    try:
+        from detoxify import Detoxify
+
+        if cfg.toxicity_checkpoint is not None:
+            model = Detoxify(
+                checkpoint=str(cfg.toxicity_checkpoint),
+                huggingface_config_path=str(cfg.toxicity_config_dir) if cfg.toxicity_config_dir else None,
+            )
+        else:
+            model = Detoxify(model_type=cfg.toxicity_model or "original")
+        log.info("guardrails: toxicity model loaded from %s", source)
+        return DetoxifyScorer(model, name=f"detoxify:{cfg.toxicity_checkpoint.name if cfg.toxicity_checkpoint else source}")
+    except Exception as exc:  # noqa: BLE001 - any loading failure means "use the fallback"
+        reason = f"{type(exc).__name__}: {exc}"
+    if cfg.toxicity_fallback == "light":
+        try:
+            scorer = LightScorer()
+        except ImportError as exc:
+            reason += f"; light fallback unavailable too ({exc})"
+            log.error("guardrails: toxicity weights (%s) could not be loaded (%s); every toxicity check will fail closed", source, reason)
+            return UnavailableScorer(reason)
+        log.warning(
+            "guardrails: toxicity weights (%s) could not be loaded (%s); using the light offline classifier instead",
+            source,
+            reason,
+        )
+        return scorer
+    log.error(
+        "guardrails: toxicity weights (%s) could not be loaded (%s); toxicity_fallback is fail-closed, so every "
+        "request with a toxicity policy will be refused",
+        source,
+        reason,
+    )
+    return UnavailableScorer(reason)
+
+
+def segments(text: str) -> list[str]:
+    """Split a long text at whitespace into pieces the model sees whole."""
+    if len(text) <= SEGMENT_CHARS:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + SEGMENT_CHARS)
+        if end < len(text):
+            space = text.rfind(" ", start + SEGMENT_CHARS // 2, end)
+            end = space if space != -1 else end
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+class ToxicityBatcher:
+    """Scores texts in one worker thread, batching whatever is queued."""
+
+    def __init__(self, scorer: ToxicityScorer, max_batch: int) -> None:
+        self.scorer = scorer
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[list[str], asyncio.Future[list[Scores]]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-toxicity")
+        self.batches = 0  # forward passes run, for tests and metrics
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run(), name="sluice-toxicity-batcher")
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def score(self, texts: list[str]) -> list[Scores]:
+        """Maximum score per category for each text (over its segments)."""
+        if self._queue is None:
+            raise RuntimeError("ToxicityBatcher.start() was not called")
+        pieces: list[str] = []
+        owner: list[int] = []
+        for i, text in enumerate(texts):
+            for piece in segments(text):
+                pieces.append(piece)
+                owner.append(i)
+        future: asyncio.Future[list[Scores]] = asyncio.get_running_loop().create_future()
+        await self._queue.put((pieces, future))
+        piece_scores = await future
+        merged: list[Scores] = [{} for _ in texts]
+        for i, scores in zip(owner, piece_scores):
+            for category, value in scores.items():
+                merged[i][category] = max(value, merged[i].get(category, 0.0))
+        return merged
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self._queue.get()]
+            size = len(jobs[0][0])
+            while not self._queue.empty() and size < self._max_batch:
+                job = self._queue.get_nowait()
+                jobs.append(job)
+                size += len(job[0])
+            # Requests whose budget already ran out need no scoring.
+            jobs = [job for job in jobs if not job[1].done()]
+            if not jobs:
+                continue
+            try:
+                await self._predict(loop, jobs)
+            except Exception as exc:  # noqa: BLE001
+                if len(jobs) == 1:
+                    if not jobs[0][1].done():
+                        jobs[0][1].set_exception(exc)
+                    continue
+                # One bad text must not fail the requests it was batched with:
+                # score each request alone and let only the failing ones fail.
+                for job in jobs:
+                    try:
+                        await self._predict(loop, [job])
+                    except Exception as job_exc:  # noqa: BLE001 - delivered to the waiting request
+                        if not job[1].done():
+                            job[1].set_exception(job_exc)
+
+    async def _predict(
+        self, loop: asyncio.AbstractEventLoop, jobs: list[tuple[list[str], asyncio.Future[list[Scores]]]]
+    ) -> None:
+        texts = [t for pieces, _ in jobs for t in pieces]
+        scores = await loop.run_in_executor(self._executor, self.scorer.predict, texts)
+        self.batches += 1
+        offset = 0
+        for pieces, future in jobs:
+            if not future.done():
+                future.set_result(scores[offset : offset + len(pieces)])
+            offset += len(pieces)

@@ -1,0 +1,62 @@
+"""Fixtures: one chDB engine for the whole session, a fresh database per test.
+
+chDB is one engine per process and refuses a second path, so every test (and every
+`Telemetry` a test builds) uses the session's path; isolation comes from databases.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def database(ch, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database name unique to the test, dropped afterwards."""
+    name = f"t_{next(_counter)}_{request.node.name[:30]}".replace("[", "_").replace("]", "_")
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    yield name
+    ch.command(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def wait_for():
+    """Poll `predicate` until true or `timeout_s` passes; returns its last value."""
+    import time
+
+    def wait(predicate, timeout_s: float = 5.0, every_s: float = 0.01):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = predicate()
+            if value or time.monotonic() >= deadline:
+                return value
+            time.sleep(every_s)
+
+    return wait
+
+
+@pytest.fixture
+def make_telemetry(chdb_url: str, database: str, tmp_path: Path):
+    """Build (and always shut down) a started Telemetry on the session's chDB."""
+    from telemetry import Telemetry, TelemetryConfig
+
+    built = []
+
+    def make(client_factory=None, **overrides) -> Telemetry:
+        raw = {"clickhouse_url": chdb_url, "database": database, "flush_interval_s": 0.05,
+               "batch_size": 100}
+        raw.update(overrides)
+        tel = Telemetry.from_config(TelemetryConfig.model_validate(raw), tmp_path,
+                                    client_factory=client_factory)
+        tel.start()
+        built.append(tel)
+        return tel
+
+    yield make
+    for tel in built:
+        tel.shutdown(timeout_s=2)

@@ -1,0 +1,159 @@
+"""Spans from a real TracerProvider land in otel_traces through the ClickHouse exporter."""
+
+from __future__ import annotations
+
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from telemetry import semconv as sc
+from telemetry.tracing import trace_id_hex
+
+
+def _spans(ch, db: str):
+    return ch.query(
+        f"SELECT SpanName, SpanKind, ServiceName, TraceId, SpanId, ParentSpanId, SpanAttributes, "
+        f"Duration, StatusCode, StatusMessage, Events.Name, Events.Attributes, Links.SpanId, "
+        f"ResourceAttributes, ScopeName FROM `{db}`.otel_traces ORDER BY Timestamp"
+    ).named_results()
+
+
+def test_request_spans_land_with_genai_attributes(make_telemetry, ch, database):
+    tel = make_telemetry()
+    tracer = tel.tracer
+    with tracer.start_as_current_span("POST /v1/chat/completions", kind=SpanKind.SERVER) as server:
+        server.set_attribute(sc.SLUICE_TENANT, "acme")
+        server.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, 200)
+        with tracer.start_as_current_span(sc.SPAN_CACHE_LOOKUP) as cache_span:
+            cache_span.set_attribute(sc.SLUICE_CACHE_STATUS, "miss")
+        with tracer.start_as_current_span(
+            sc.model_span_name("chat", "gpt-4o-mini"), kind=SpanKind.CLIENT,
+            links=[Link(cache_span.get_span_context())],
+        ) as attempt:
+            attempt.set_attributes({
+                sc.GEN_AI_OPERATION_NAME: "chat",
+                sc.GEN_AI_PROVIDER_NAME: sc.provider_name("openai"),
+                sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+                sc.GEN_AI_REQUEST_TEMPERATURE: 0.2,
+                sc.GEN_AI_RESPONSE_FINISH_REASONS: ["stop"],
+                sc.GEN_AI_USAGE_INPUT_TOKENS: 12,
+                sc.SLUICE_ATTEMPT: 1,
+                sc.SLUICE_FALLBACK: False,
+            })
+            attempt.add_event("first_token", {"sluice.ttft_ms": 42.5})
+            attempt.set_status(Status(StatusCode.ERROR, "upstream 502"))
+        trace_id = trace_id_hex(server)
+    assert tel.flush(timeout_s=5)
+
+    rows = {r["SpanName"]: r for r in _spans(ch, database)}
+    assert set(rows) == {"POST /v1/chat/completions", "sluice.cache.lookup", "chat gpt-4o-mini"}
+    srv, cache, call = (rows["POST /v1/chat/completions"], rows["sluice.cache.lookup"],
+                        rows["chat gpt-4o-mini"])
+    assert {r["TraceId"] for r in rows.values()} == {trace_id}
+    assert srv["ParentSpanId"] == "" and srv["SpanKind"] == "Server"
+    assert cache["ParentSpanId"] == srv["SpanId"] and call["ParentSpanId"] == srv["SpanId"]
+    assert call["SpanKind"] == "Client" and cache["SpanKind"] == "Internal"
+    assert srv["ServiceName"] == "sluice" and srv["ResourceAttributes"]["service.name"] == "sluice"
+    assert srv["ScopeName"] == "sluice"
+    assert srv["SpanAttributes"] == {"sluice.tenant": "acme", "http.response.status_code": "200"}
+    attrs = call["SpanAttributes"]
+    assert attrs["gen_ai.request.model"] == "gpt-4o-mini"
+    assert attrs["gen_ai.provider.name"] == "openai"
+    assert attrs["gen_ai.request.temperature"] == "0.2"
+    assert attrs["gen_ai.response.finish_reasons"] == '["stop"]'
+    assert attrs["gen_ai.usage.input_tokens"] == "12"
+    assert attrs["sluice.fallback"] == "false"
+    assert (call["StatusCode"], call["StatusMessage"]) == ("Error", "upstream 502")
+    assert call["Events.Name"] == ["first_token"]
+    assert call["Events.Attributes"] == [{"sluice.ttft_ms": "42.5"}]
+    assert call["Links.SpanId"] == [cache["SpanId"]]
+    assert srv["Duration"] >= call["Duration"] > 0
+    # The collector schema's trace-id lookup view is fed too.
+    lookup = ch.query(f"SELECT count() FROM `{database}`.otel_traces_trace_id_ts "
+                      f"WHERE TraceId = %(t)s", parameters={"t": trace_id}).result_rows
+    assert lookup[0][0] >= 1
+
+
+def test_incoming_traceparent_is_honoured(make_telemetry, ch, database):
+    tel = make_telemetry()
+    parent_trace, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    headers = [(b"host", b"x"), (b"traceparent", f"00-{parent_trace}-{parent_span}-01".encode())]
+    with tel.tracer.start_as_current_span("POST /v1/messages", kind=SpanKind.SERVER,
+                                          context=tel.extract_context(headers)) as span:
+        assert trace_id_hex(span) == parent_trace
+    # An unsampled caller: the span is not recorded (ParentBased sampler).
+    unsampled = {"Traceparent": f"00-{'1' * 32}-{parent_span}-00"}
+    with tel.tracer.start_as_current_span("POST /v1/messages",
+                                          context=tel.extract_context(unsampled)):
+        pass
+    # A malformed header starts a fresh trace instead of failing.
+    bad = tel.extract_context({"traceparent": "zz"})
+    with tel.tracer.start_as_current_span("bad", context=bad) as s:
+        assert trace_id_hex(s) != "0" * 32
+    assert tel.flush(timeout_s=5)
+    rows = ch.query(f"SELECT SpanName, TraceId, ParentSpanId FROM `{database}`.otel_traces "
+                    f"ORDER BY SpanName").result_rows
+    assert ("POST /v1/messages", parent_trace, parent_span) in rows
+    assert all(r[1] != "1" * 32 for r in rows)
+    assert len(rows) == 2
+
+
+def test_credentials_on_spans_are_scrubbed(make_telemetry, ch, database):
+    tel = make_telemetry()
+    secret = "sk-live-0123456789abcdefSECRET"
+    with tel.tracer.start_as_current_span("s") as span:
+        span.set_attribute("http.request.header.authorization", f"Bearer {secret}")
+        span.set_attribute("http.request.header.x-api-key", secret)
+        span.set_attribute("upstream.Api_Key", secret)
+        span.set_attribute("note", f"bearer {secret}")
+        span.add_event("retry", {"proxy-authorization": secret})
+        span.set_attribute("gen_ai.usage.output_tokens", 7)   # "token" is not a secret
+    assert tel.flush(timeout_s=5)
+    leaked = ch.query(
+        f"SELECT count() FROM `{database}`.otel_traces WHERE "
+        f"arrayExists(v -> position(v, %(s)s) > 0, mapValues(SpanAttributes)) OR "
+        f"arrayExists(m -> arrayExists(v -> position(v, %(s)s) > 0, mapValues(m)), "
+        f"Events.Attributes)", parameters={"s": secret}).result_rows[0][0]
+    assert leaked == 0
+    attrs = ch.query(f"SELECT SpanAttributes FROM `{database}`.otel_traces").result_rows[0][0]
+    assert attrs["http.request.header.authorization"] == "[REDACTED]"
+    assert attrs["gen_ai.usage.output_tokens"] == "7"
+
+
+def test_spans_are_counted_in_metrics(make_telemetry):
+    tel = make_telemetry()
+    for _ in range(5):
+        with tel.tracer.start_as_current_span("x"):
+            pass
+    assert tel.flush(timeout_s=5)
+    body, content_type = tel.metrics.render()
+    assert content_type.startswith("text/plain")
+    assert b'sluice_telemetry_rows_written_total{queue="spans"} 5.0' in body
+
+
+def test_processor_queue_overflow_is_counted():
+    """Spans the SDK's BatchSpanProcessor itself drops are counted, not only logged."""
+    import threading
+
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from telemetry.tracing import build_tracer_provider
+
+    release = threading.Event()
+
+    class Stuck(SpanExporter):
+        def export(self, spans):
+            release.wait(5)
+            return SpanExportResult.SUCCESS
+
+    dropped = []
+    provider, _ = build_tracer_provider(
+        service_name="t", sample_ratio=1.0, exporters={"stuck": Stuck()}, max_queue_size=10,
+        max_export_batch_size=5, schedule_delay_s=5.0,
+        on_drop=lambda name, n: dropped.append(n) if name == "stuck" else None)
+    tracer = provider.get_tracer("t")
+    for _ in range(40):
+        with tracer.start_as_current_span("x"):
+            pass
+    release.set()
+    provider.shutdown()
+    # 10 queued, at most one batch of 5 taken by the stuck worker: the rest were dropped.
+    assert 25 <= sum(dropped) <= 30
