@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from gateway.mock.content import (
-    answer_words,
+    reply_words,
     example_from_schema,
     fixed_fragments,
     last_user_text,
@@ -41,7 +41,7 @@ def messages(body: dict[str, Any], model: str, options: MockOptions) -> Reply:
                                  "input": arguments}
         stop_reason = "tool_use"
     else:
-        words = answer_words(last_user_text(turns), options.output_tokens)
+        words = reply_words(body, last_user_text(turns), options.output_tokens)
         fragments, truncated = limit_fragments(word_fragments(words), max_tokens)
         block = {"type": "text", "text": "".join(fragments)}
         stop_reason = "max_tokens" if truncated else "end_turn"

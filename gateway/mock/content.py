@@ -86,6 +86,15 @@ def answer_words(prompt: str, output_tokens: int) -> list[str]:
     return words
 
 
+def reply_words(body: dict[str, Any], prompt: str, output_tokens: int) -> list[str]:
+    """The answer's words: `mock_reply` from the request when given (tests that need a
+    provider to *say* something, e.g. PII it was never sent), else the echo above."""
+    scripted = body.get("mock_reply")
+    if isinstance(scripted, str) and scripted:
+        return scripted.split(" ")
+    return answer_words(prompt, output_tokens)
+
+
 def word_fragments(words: list[str]) -> list[str]:
     """Stream deltas of a text answer: one word each, the space in front."""
     return [words[0], *(" " + word for word in words[1:])] if words else []

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.mock.content import (
-    answer_words,
+    reply_words,
     embedding_base64,
     embedding_inputs,
     embedding_vector,
@@ -77,7 +77,7 @@ def _answer(body: dict[str, Any], messages: list[Any], options: MockOptions) -> 
     if tool is not None:
         arguments = orjson.dumps(example_from_schema(tool.get("parameters"))).decode()
         return _Answer(fixed_fragments(arguments), "tool_calls", str(tool.get("name")), new_id("call_"))
-    words = answer_words(last_user_text(messages), options.output_tokens)
+    words = reply_words(body, last_user_text(messages), options.output_tokens)
     response_format = body.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind == "json_object":
