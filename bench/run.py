@@ -16,7 +16,7 @@ import orjson
 from bench.loadgen import UNIQUE_MARKER, LoadResult, LoadSpec, run_load, wrk_available
 from bench.processes import ManagedProcess
 from bench.report import Row, as_dict, markdown_table
-from bench.targets import DEFAULT_SLUICE_CONFIG, MockSettings, Target, direct_target, start_mock, start_sluice
+from bench.targets import CONFIGS_DIR, DEFAULT_SLUICE_CONFIG, MockSettings, Target, direct_target, start_mock, start_sluice
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROMPT = ("Request " + UNIQUE_MARKER + ": summarise the main trade-offs between latency, throughput and cost "
@@ -84,7 +84,12 @@ def _start_target(name: str, mock_port: int, run_dir: Path, settings: BenchSetti
         return direct_target(mock_port)
     if name == "sluice":
         return start_sluice(mock_port, run_dir, settings.sluice_config, settings.gateway_key)
-    raise ValueError(f"unknown target {name!r} (known: direct, sluice)")
+    if name.startswith("sluice:"):            # a named variant: bench/configs/<variant>.yaml
+        config = CONFIGS_DIR / f"{name.partition(':')[2]}.yaml"
+        if not config.exists():
+            raise ValueError(f"no bench config {config}")
+        return start_sluice(mock_port, run_dir, config, settings.gateway_key, name)
+    raise ValueError(f"unknown target {name!r} (known: direct, sluice, sluice:<config in bench/configs>)")
 
 
 def _measure(target: Target, mock: ManagedProcess, generator: str, settings: BenchSettings) -> Row:

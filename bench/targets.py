@@ -15,7 +15,8 @@ from pathlib import Path
 from bench.processes import ManagedProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SLUICE_CONFIG = Path(__file__).resolve().parent / "sluice-bench.yaml"
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_SLUICE_CONFIG = CONFIGS_DIR / "bare.yaml"
 HOST = "127.0.0.1"
 
 
@@ -60,12 +61,14 @@ def sluice_executable() -> Path:
 
 
 def start_sluice(mock_port: int, run_dir: Path, config_template: Path = DEFAULT_SLUICE_CONFIG,
-                 gateway_key: str | None = None) -> Target:
+                 gateway_key: str | None = None, name: str = "sluice") -> Target:
     """`sluice serve` on a rendered copy of the bench config, pointed at this run's mock."""
     executable = sluice_executable()
     if not executable.exists():
         raise RuntimeError(f"{executable} does not exist (is the project installed in this venv?)")
-    config = run_dir / "sluice-bench.yaml"
+    run_dir = run_dir / name.replace(":", "-")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = run_dir / "sluice.yaml"
     config.write_text(string.Template(config_template.read_text()).safe_substitute(
         SLUICE_BENCH_MOCK_PORT=str(mock_port)))
     port = free_port(HOST)
@@ -78,7 +81,7 @@ def start_sluice(mock_port: int, run_dir: Path, config_template: Path = DEFAULT_
         process.stop()
         raise
     headers = {"Authorization": f"Bearer {gateway_key}"} if gateway_key else {}
-    return Target("sluice", f"http://{HOST}:{port}/v1/chat/completions", "bench-model", headers, process)
+    return Target(name, f"http://{HOST}:{port}/v1/chat/completions", "bench-model", headers, process)
 
 
 def _env(**extra: str) -> dict[str, str]:
