@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)   # one INFO line per upstream call otherwise
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)   # a line per recognizer at start
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -60,4 +60,8 @@ def mock_config(mock_port: int) -> SluiceConfig:
                 {"provider": "mock-anthropic", "model": "mock-claude"},
             ]},
         },
+        # The embedded defaults show every feature: traces in chDB and the in-process cache
+        # are on by default; PII masking and injection flagging run offline.
+        "guardrails": {"default": {"pii": {"input_action": "mask"}, "injection": {"action": "flag"},
+                                   "fail": "open"}},
     }, {})
