@@ -50,7 +50,7 @@ class RequestObserver:
     def finish(self, ctx: RequestContext, body: dict | None) -> None:
         """Never raises: telemetry must not turn a served request into an error."""
         try:
-            if ctx.span is not None:
+            if ctx.span is not None and ctx.span.is_recording():   # unsampled: no step spans to build
                 self._spans(ctx)
             self._tel.record(self._record(ctx, body))
         except Exception:
@@ -168,7 +168,7 @@ class RequestObserver:
             cached_tokens=s.usage.cached_tokens if dep else None,
             cache_status=ctx.cache_status, cache_similarity=ctx.cache_similarity,
             guardrail_actions=list(ctx.guardrail_actions), guardrail_latency_ms=ctx.guardrail_ms,
-            prompt_text=prompt, completion_text=s.text, prompt_embedding=ctx.prompt_embedding or [],
+            prompt_text=prompt, completion_text=s.text, prompt_embedding=ctx.prompt_embedding,
             finish_reason=s.finish_reason or "", stream=ctx.stream,
             temperature=float(temperature) if isinstance(temperature, (int, float)) else None,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,

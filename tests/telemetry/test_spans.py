@@ -157,3 +157,17 @@ def test_processor_queue_overflow_is_counted():
     provider.shutdown()
     # 10 queued, at most one batch of 5 taken by the stuck worker: the rest were dropped.
     assert 25 <= sum(dropped) <= 30
+
+
+def test_span_times_keep_nanoseconds(make_telemetry, ch, database):
+    import time
+    tel = make_telemetry()
+    t0 = time.time_ns() // 1_000_000_000 * 1_000_000_000 + 123_456_789   # recent: TTL
+    span = tel.tracer.start_span("timed", start_time=t0)
+    span.add_event("tick", timestamp=t0 + 76_543_212)
+    span.end(end_time=t0 + 200_000_001)
+    assert tel.flush(timeout_s=5)
+    row = ch.query(f"SELECT toUnixTimestamp64Nano(Timestamp), Duration, "
+                   f"arrayMap(t -> toUnixTimestamp64Nano(t), Events.Timestamp) "
+                   f"FROM `{database}`.otel_traces").result_rows
+    assert row == [(t0, 200_000_001, [t0 + 76_543_212])]

@@ -1,0 +1,82 @@
+"""The `telemetry:` section of `sluice.yaml`.
+
+One typed object; unknown keys are rejected so a typo (`log_prompt:`) fails at start-up
+with the key path instead of silently logging prompts the operator meant to hide.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from telemetry.pricing import ModelPrice
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantLogging(_Strict):
+    """Per-tenant overrides of prompt/answer logging; `None` inherits the global value."""
+
+    log_prompts: bool | None = None
+    max_text_chars: int | None = Field(None, ge=0)
+
+
+class OtlpConfig(_Strict):
+    """An OTLP/HTTP span exporter that runs alongside the ClickHouse one."""
+
+    endpoint: str                      # e.g. http://otel-collector:4318/v1/traces
+    headers: dict[str, str] = {}
+    protocol: Literal["http/protobuf"] = "http/protobuf"
+    timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+
+class TelemetryConfig(_Strict):
+    enabled: bool = True                       # tracing + request rows (metrics are always on)
+    clickhouse_url: str | None = None          # None -> chdb://<data_dir>/clickhouse
+    database: str = Field("sluice", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    ttl_days: int = Field(30, ge=0)            # 0 = forever; applied when tables are created
+    service_name: str = "sluice"
+
+    # The bounded-queue writers (request rows and spans share these settings).
+    batch_size: int = Field(5000, ge=1)        # rows per INSERT: ClickHouse wants big, rare inserts
+    flush_interval_s: float = Field(1.0, gt=0)
+    queue_max: int = Field(20_000, ge=1)       # rows held while ClickHouse is slow or down
+    retry_backoff_s: float = Field(30.0, gt=0)  # cap of the exponential backoff between retries
+    connect_timeout_s: float = Field(5.0, gt=0)
+
+    # Content logging: the text columns are written after guardrail redaction.
+    log_prompts: bool = True
+    max_text_chars: int = Field(4000, ge=0)
+    log_embeddings: bool = True
+    tenants: dict[str, TenantLogging] = {}
+
+    prices: dict[str, ModelPrice] = {}         # "provider_type/model" or "model" -> price
+    otlp: OtlpConfig | None = None
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # spans only; request rows are never sampled
+    metrics_tenant_label: bool = True          # turn off when tenants are many
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return v
+
+    def text_policy(self, tenant: str) -> tuple[bool, int]:
+        """(log_prompts, max_text_chars) for a tenant, its overrides applied."""
+        override = self.tenants.get(tenant)
+        if override is None:
+            return self.log_prompts, self.max_text_chars
+        log = self.log_prompts if override.log_prompts is None else override.log_prompts
+        cap = self.max_text_chars if override.max_text_chars is None else override.max_text_chars
+        return log, cap

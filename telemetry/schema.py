@@ -1,0 +1,232 @@
+"""ClickHouse tables and their versioned migrations.
+
+Tables (all in one database, `sluice` by default):
+
+- `otel_traces`: one row per span, the same columns as the OpenTelemetry Collector's
+  ClickHouse exporter table, so Grafana's trace views and existing queries work on it.
+- `otel_traces_trace_id_ts` + `otel_traces_trace_id_ts_mv`: trace id -> time range, the
+  lookup table the collector schema uses to find a trace by id quickly.
+- `llm_requests`: the wide table, one row per gateway request (see `records.py`).
+- `sluice_schema_migrations`: which migrations ran.
+
+`migrate(client, database)` applies the missing migrations in order. Every statement is
+idempotent (`IF NOT EXISTS`), so two replicas starting together, or a run interrupted
+half-way, converge on the same schema; a migration is recorded only after all of its
+statements succeeded. Migrations are append-only: never edit a released one, add a new
+version.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+
+MIGRATIONS_TABLE = "sluice_schema_migrations"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# llm_requests columns with their ClickHouse types, in RequestRecord order.
+REQUEST_COLUMN_TYPES: dict[str, str] = {
+    "timestamp": "DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1))",
+    "request_id": "String CODEC(ZSTD(1))",
+    "trace_id": "String CODEC(ZSTD(1))",
+    "span_id": "String CODEC(ZSTD(1))",
+    "tenant": "LowCardinality(String)",
+    "key_id": "LowCardinality(String)",
+    "operation": "LowCardinality(String)",
+    "api_format": "LowCardinality(String)",
+    "public_model": "LowCardinality(String)",
+    "provider": "LowCardinality(String)",
+    "provider_type": "LowCardinality(String)",
+    "deployment": "LowCardinality(String)",
+    "upstream_model": "LowCardinality(String)",
+    "response_model": "LowCardinality(String)",
+    "system_fingerprint": "LowCardinality(String)",
+    "status_code": "UInt16",
+    "error_type": "LowCardinality(String)",
+    "attempts": "UInt16",
+    "fallback": "Bool",
+    "latency_ms": "Float32",
+    "ttft_ms": "Nullable(Float32)",
+    "gateway_overhead_ms": "Nullable(Float32)",
+    "input_tokens": "Nullable(UInt32)",
+    "output_tokens": "Nullable(UInt32)",
+    "cached_tokens": "Nullable(UInt32)",
+    "cost_usd": "Nullable(Float64)",
+    "cache_status": "LowCardinality(String)",
+    "cache_similarity": "Nullable(Float32)",
+    "guardrail_actions": "Array(LowCardinality(String))",
+    "guardrail_latency_ms": "Nullable(Float32)",
+    "prompt_text": "String CODEC(ZSTD(3))",
+    "completion_text": "String CODEC(ZSTD(3))",
+    "prompt_embedding": "Array(Float32) CODEC(ZSTD(1))",
+    "finish_reason": "LowCardinality(String)",
+    "stream": "Bool",
+    "temperature": "Nullable(Float32)",
+    "max_tokens": "Nullable(UInt32)",
+    "user": "String CODEC(ZSTD(1))",
+    "client_ip": "String CODEC(ZSTD(1))",
+    "user_agent": "LowCardinality(String)",
+}
+
+# The columns of the first released llm_requests; v2 added the rest.
+_V1_REQUEST_COLUMNS = (
+    "timestamp", "request_id", "trace_id", "span_id", "tenant", "key_id", "operation",
+    "public_model", "provider", "deployment", "upstream_model", "status_code", "error_type",
+    "attempts", "fallback", "latency_ms", "ttft_ms", "input_tokens", "output_tokens",
+    "cost_usd", "cache_status", "prompt_text", "completion_text", "finish_reason", "stream",
+)
+
+
+def _ttl(expr: str, ttl_days: int) -> str:
+    return f"TTL toDateTime({expr}) + toIntervalDay({ttl_days})" if ttl_days > 0 else ""
+
+
+def _migrations_table(db: str, ttl_days: int) -> list[str]:
+    return [
+        f"CREATE DATABASE IF NOT EXISTS `{db}`",
+        f"""CREATE TABLE IF NOT EXISTS `{db}`.{MIGRATIONS_TABLE} (
+            version UInt32,
+            name String,
+            applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+        ) ENGINE = ReplacingMergeTree ORDER BY version""",
+    ]
+
+
+def _v1_initial(db: str, ttl_days: int) -> list[str]:
+    request_cols = ",\n    ".join(f"`{c}` {REQUEST_COLUMN_TYPES[c]}" for c in _V1_REQUEST_COLUMNS)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS `{db}`.otel_traces (
+    Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    TraceState String CODEC(ZSTD(1)),
+    SpanName LowCardinality(String) CODEC(ZSTD(1)),
+    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(ZSTD(1)),
+    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+    StatusMessage String CODEC(ZSTD(1)),
+    Events Nested (
+        Timestamp DateTime64(9),
+        Name LowCardinality(String),
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    Links Nested (
+        TraceId String,
+        SpanId String,
+        TraceState String,
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1
+) ENGINE = MergeTree
+PARTITION BY toDate(Timestamp)
+ORDER BY (ServiceName, SpanName, toDateTime(Timestamp))
+{_ttl("Timestamp", ttl_days)}
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
+        f"""CREATE TABLE IF NOT EXISTS `{db}`.llm_requests (
+    {request_cols},
+    INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_request_id request_id TYPE bloom_filter(0.001) GRANULARITY 1
+) ENGINE = MergeTree
+PARTITION BY toDate(timestamp)
+ORDER BY (tenant, public_model, timestamp)
+{_ttl("timestamp", ttl_days)}
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
+    ]
+
+
+def _v2_request_columns(db: str, ttl_days: int) -> list[str]:
+    added = [c for c in REQUEST_COLUMN_TYPES if c not in _V1_REQUEST_COLUMNS]
+    adds = ",\n    ".join(
+        f"ADD COLUMN IF NOT EXISTS `{c}` {REQUEST_COLUMN_TYPES[c]}" for c in added
+    )
+    return [f"ALTER TABLE `{db}`.llm_requests\n    {adds}"]
+
+
+def _v3_trace_id_lookup(db: str, ttl_days: int) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS `{db}`.otel_traces_trace_id_ts (
+    TraceId String CODEC(ZSTD(1)),
+    Start DateTime64(9) CODEC(Delta, ZSTD(1)),
+    End DateTime64(9) CODEC(Delta, ZSTD(1)),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = MergeTree
+PARTITION BY toDate(Start)
+ORDER BY (TraceId, Start)
+{_ttl("Start", ttl_days)}
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.otel_traces_trace_id_ts_mv
+TO `{db}`.otel_traces_trace_id_ts
+AS SELECT TraceId, min(Timestamp) AS Start, max(Timestamp) AS End
+FROM `{db}`.otel_traces
+WHERE TraceId != ''
+GROUP BY TraceId""",
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: Callable[[str, int], list[str]]   # (database, ttl_days) -> SQL
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "otel_traces and llm_requests", _v1_initial),
+    Migration(2, "llm_requests: routing, cache, guardrail, overhead, embedding columns",
+              _v2_request_columns),
+    Migration(3, "otel_traces_trace_id_ts lookup table and view", _v3_trace_id_lookup),
+)
+CURRENT_VERSION = MIGRATIONS[-1].version
+
+
+def _check_ident(database: str) -> None:
+    if not _IDENT.match(database):
+        raise ValueError(f"invalid ClickHouse database name: {database!r}")
+
+
+def current_version(client: Client, database: str) -> int:
+    """The highest applied migration, 0 for an empty database."""
+    _check_ident(database)
+    exists = client.command(
+        f"EXISTS TABLE `{database}`.{MIGRATIONS_TABLE}"
+    )
+    if not int(exists):
+        return 0
+    return int(client.command(f"SELECT max(version) FROM `{database}`.{MIGRATIONS_TABLE}") or 0)
+
+
+def migrate(
+    client: Client, database: str, *, ttl_days: int = 30, target: int | None = None
+) -> list[int]:
+    """Bring `database` up to `target` (default: the latest); return the versions applied."""
+    _check_ident(database)
+    for sql in _migrations_table(database, ttl_days):
+        client.command(sql)
+    have = current_version(client, database)
+    want = CURRENT_VERSION if target is None else target
+    applied: list[int] = []
+    for m in MIGRATIONS:
+        if m.version <= have or m.version > want:
+            continue
+        for sql in m.statements(database, ttl_days):
+            client.command(sql)
+        client.insert(
+            f"{MIGRATIONS_TABLE}", [[m.version, m.name]],
+            column_names=["version", "name"], database=database,
+        )
+        applied.append(m.version)
+    return applied

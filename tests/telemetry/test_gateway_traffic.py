@@ -1,0 +1,137 @@
+"""Real traffic through a running gateway (official SDKs -> Sluice -> mock providers)
+lands in ClickHouse as spans and request rows, with costs, streamed usage, fallbacks,
+and no provider or gateway key in any stored byte."""
+
+from __future__ import annotations
+
+import itertools
+
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import BACKUP_KEY, PRIMARY_KEY
+from tests.gateway_server import start_gateway
+
+GATEWAY_KEY = "sluice-telemetry-test-secret"
+_db = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def traced(primary, backup, chdb_url, ch):
+    """A gateway with telemetry on, writing to its own database on the session's chDB."""
+    database = f"gw_traffic_{next(_db)}"
+    fast = {"connect_s": 1, "read_s": 2, "total_s": 5}
+    gw = start_gateway({
+        "telemetry": {"clickhouse_url": chdb_url, "database": database, "flush_interval_s": 0.05,
+                      "prices": {"m1": {"input": 1.0, "output": 2.0}}},
+        "cache": {"enabled": False},
+        "keys": [{"key": GATEWAY_KEY, "tenant": "team-t", "name": "ci-key"}],
+        "providers": {
+            "primary": {"type": "openai", "base_url": f"{primary.url}/v1", "api_key": PRIMARY_KEY,
+                        "timeouts": fast},
+            "backup": {"type": "anthropic", "base_url": backup.url, "api_key": BACKUP_KEY,
+                       "timeouts": fast},
+        },
+        "models": {
+            "gpt": {"deployments": [{"provider": "primary", "model": "m1"}]},
+            "claude": {"deployments": [{"provider": "backup", "model": "claude-x"}]},
+            "after-500": {"deployments": [{"provider": "primary", "model": "fail-500"},
+                                          {"provider": "backup", "model": "claude-x"}]},
+        },
+        "router": {"retries": 0, "backoff_base_s": 0.01},
+    })
+    yield gw, database
+    gw.stop()
+    ch.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+@pytest.fixture(scope="module")
+def traffic(traced, ch):
+    gw, database = traced
+    oai = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
+    claude = anthropic.Anthropic(base_url=gw.url, api_key=GATEWAY_KEY, max_retries=0)
+    ids = {}
+    resp = oai.chat.completions.with_raw_response.create(
+        model="gpt", messages=[{"role": "user", "content": "plain hello"}], temperature=0.3)
+    ids["plain"] = resp.headers["x-sluice-request-id"]
+    list(oai.chat.completions.create(                      # no include_usage from the caller
+        model="gpt", stream=True, messages=[{"role": "user", "content": "stream hello"}]))
+    claude.messages.create(model="claude", max_tokens=50,
+                           messages=[{"role": "user", "content": "anthropic hello"}])
+    oai.chat.completions.create(model="after-500",
+                                messages=[{"role": "user", "content": "fallback hello"}])
+    with pytest.raises(openai.NotFoundError):
+        oai.chat.completions.create(model="no-such-model",
+                                    messages=[{"role": "user", "content": "x"}])
+    assert gw.gateway.telemetry.flush(timeout_s=10)
+    return gw, database, ids
+
+
+def _rows(ch, database):
+    return {r["prompt_text"]: r for r in ch.query(
+        f"SELECT * FROM `{database}`.llm_requests").named_results()}
+
+
+def test_each_request_is_a_row(traffic, ch):
+    gw, database, ids = traffic
+    rows = _rows(ch, database)
+    plain = next(r for r in rows.values() if r["request_id"] == ids["plain"])
+    assert (plain["tenant"], plain["public_model"], plain["deployment"]) == \
+        ("team-t", "gpt", "primary/m1")
+    assert plain["status_code"] == 200 and plain["attempts"] == 1 and not plain["fallback"]
+    assert plain["input_tokens"] > 0 and plain["output_tokens"] > 0
+    assert plain["cost_usd"] == pytest.approx(
+        (plain["input_tokens"] * 1.0 + plain["output_tokens"] * 2.0) / 1e6)
+    assert plain["temperature"] == pytest.approx(0.3)
+    assert plain["key_id"] and plain["gateway_overhead_ms"] is not None
+    assert len(plain["trace_id"]) == 32
+    statuses = sorted(r["status_code"] for r in ch.query(
+        f"SELECT status_code FROM `{database}`.llm_requests").named_results())
+    assert statuses == [200, 200, 200, 200, 404]
+
+
+def test_streamed_usage_is_captured_and_costed(traffic, ch):
+    _, database, _ = traffic
+    stream = next(r for r in _rows(ch, database).values() if r["stream"])
+    assert stream["output_tokens"] and stream["output_tokens"] > 0   # gateway asked upstream
+    assert stream["cost_usd"] is not None and stream["cost_usd"] > 0
+    assert stream["ttft_ms"] is not None and stream["ttft_ms"] <= stream["latency_ms"]
+
+
+def test_fallback_row_and_attempt_spans(traffic, ch):
+    _, database, _ = traffic
+    row = next(r for r in _rows(ch, database).values() if r["public_model"] == "after-500")
+    assert row["fallback"] and row["attempts"] == 2 and row["deployment"] == "backup/claude-x"
+    spans = ch.query(
+        f"SELECT SpanName, SpanKind, StatusCode, SpanAttributes, ParentSpanId, SpanId "
+        f"FROM `{database}`.otel_traces WHERE TraceId = %(t)s", parameters={"t": row["trace_id"]}
+    ).named_results()
+    spans = list(spans)
+    server = [s for s in spans if s["SpanKind"] == "Server"]
+    attempts = [s for s in spans if s["SpanKind"] == "Client"]
+    assert len(server) == 1
+    assert sorted(a["SpanAttributes"]["sluice.attempt"] for a in attempts) == ["1", "2"]
+    assert {a["StatusCode"] for a in attempts} == {"Error", "Unset"}
+    assert all(a["ParentSpanId"] == server[0]["SpanId"] for a in attempts)
+    assert server[0]["SpanAttributes"]["sluice.fallback"] == "true"
+
+
+def test_no_key_is_stored_anywhere(traffic, ch):
+    _, database, _ = traffic
+
+    def rows_containing(table: str, text: str) -> int:
+        return ch.query(f"SELECT count() FROM `{database}`.{table} "
+                        f"WHERE position(formatRowNoNewline('JSONEachRow', *), %(s)s) > 0",
+                        parameters={"s": text}).result_rows[0][0]
+
+    for table in ("llm_requests", "otel_traces"):
+        assert rows_containing(table, "team-t") > 0          # the probe sees stored values
+        for secret in (PRIMARY_KEY, BACKUP_KEY, GATEWAY_KEY):
+            assert rows_containing(table, secret) == 0, (table, secret)
+
+
+def test_report_through_the_running_gateway(traffic):
+    gw, _, _ = traffic
+    text = gw.gateway.report(since="1h", by="model")
+    assert "gpt" in text and "after-500" in text and "TOTAL" in text
