@@ -231,7 +231,13 @@ class BatchWriter(Generic[T]):
                     if remaining <= 0:
                         return    # shutdown() counts what is left as dropped
                     wait = min(wait, remaining)
-                self._cond.wait(wait)
+                # Sleep out the whole backoff: put() notifies on every item once the queue is
+                # past a batch, and waking on those turned an outage into a reconnect loop
+                # (each failed chDB open costs milliseconds of CPU) that starved the gateway.
+                retry_at = time.monotonic() + wait
+                stopping = self._stopping
+                while (now := time.monotonic()) < retry_at and self._stopping == stopping:
+                    self._cond.wait(retry_at - now)
 
     def _ready_locked(self, next_flush: float) -> bool:
         if self._stopping or self._flush_requested or self._queued >= self._batch_size:
