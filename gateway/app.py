@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import orjson
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from gateway.config import SluiceConfig
@@ -16,7 +15,7 @@ from gateway.context import Endpoint
 from gateway.http import header, send_bytes
 from gateway.pipeline import handle
 from gateway.runtime import Gateway
-from gateway.types import ASGIApp, Operation, Receive, Scope, Send, WireFormat
+from gateway.types import Operation, Receive, Scope, Send, WireFormat
 
 
 class PipelineEndpoint:
@@ -116,16 +115,17 @@ class HealthEndpoint:
 
 
 class HotPathRouter:
-    """Send the proxy endpoints straight to the pipeline by exact path.
+    """The outermost ASGI app: proxy endpoints go straight to the pipeline by exact path.
 
     Starlette's router and its two exception middlewares cost a measurable share of a
-    proxied request (docs/benchmarks.md) and add nothing here: the pipeline renders its
-    own errors in the caller's format. Everything else (lifespan, health, 404s) goes
-    through Starlette as usual.
+    proxied request (docs/benchmarks.md) and add nothing here: the pipeline catches and
+    renders its own errors in the caller's format. Everything else (lifespan, health,
+    metrics, 404s) goes through Starlette as usual.
     """
 
-    def __init__(self, app: ASGIApp, routes: dict[str, PipelineEndpoint]):
+    def __init__(self, app: Starlette, routes: dict[str, PipelineEndpoint]):
         self.app = app
+        self.state = app.state
         self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -137,7 +137,7 @@ class HotPathRouter:
         await self.app(scope, receive, send)
 
 
-def create_app(cfg: SluiceConfig) -> Starlette:
+def create_app(cfg: SluiceConfig) -> HotPathRouter:
     gw = Gateway(cfg)
 
     @contextlib.asynccontextmanager
@@ -165,6 +165,6 @@ def create_app(cfg: SluiceConfig) -> Starlette:
         Route("/healthz", HealthEndpoint(gw, readiness=False), methods=["GET"]),
         Route("/readyz", HealthEndpoint(gw, readiness=True), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HotPathRouter, routes=proxied)])
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gw
-    return app
+    return HotPathRouter(app, proxied)
