@@ -45,7 +45,9 @@ class RequestContext:
     user_agent: str = ""
     # telemetry
     start_ns: int = field(default_factory=time.time_ns)
-    span: Any = None                  # the server span (opentelemetry Span)
+    trace: Any = None                 # telemetry.span_recorder.TraceIds
+    method: str = "POST"
+    path: str = ""
     trace_id: str = ""
     span_id: str = ""
     steps: list[tuple[str, float, float, dict | None]] = field(default_factory=list)  # name, t0, t1, attrs

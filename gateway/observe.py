@@ -1,10 +1,10 @@
 """Turn a finished request into its trace, its metrics and its `llm_requests` row.
 
-The server span starts with the request (its trace id goes back in a header and honours
-an incoming `traceparent`); the step spans (auth, guardrails, cache, each provider
-attempt, the stream) are created when the request ends, from the timings the pipeline
-kept in the context. So the request path holds no span bookkeeping, and the work here
-runs after the answer was sent. Export to ClickHouse happens in telemetry's background
+The trace id and sampling decision are fixed when the request starts (the id goes back in
+a header; an incoming `traceparent` is honoured); every span (server, auth, guardrails,
+cache, each provider attempt, the stream) is built when the request ends, from the
+timings the pipeline kept in the context (`telemetry.span_recorder`). So the request path
+holds no span bookkeeping, and the work here runs after the answer was sent. Export to ClickHouse happens in telemetry's background
 writers; nothing here waits on it.
 """
 
@@ -14,8 +14,7 @@ import logging
 import time
 from datetime import datetime, timezone
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from gateway.context import RequestContext
 from gateway.routing import Router
@@ -24,7 +23,7 @@ from gateway.wire import anthropic as anthropic_wire
 from gateway.wire import openai as openai_wire
 from telemetry import RequestRecord, Telemetry
 from telemetry import semconv as sc
-from telemetry.tracing import extract_context
+from telemetry.span_recorder import TraceIds
 
 logger = logging.getLogger("sluice.observe")
 
@@ -34,24 +33,20 @@ _PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": 
 class RequestObserver:
     def __init__(self, telemetry: Telemetry, router: Router):
         self._tel = telemetry
-        self._tracer = telemetry.tracer
+        self._spans = telemetry.spans
         self._router = router
 
     def start(self, ctx: RequestContext, scope: Scope) -> None:
-        span = self._tracer.start_span(
-            f"{scope['method']} {scope['path']}", context=extract_context(scope["headers"]),
-            kind=SpanKind.SERVER, start_time=ctx.start_ns)
-        ctx.span = span
-        span_ctx = span.get_span_context()
-        if span_ctx.is_valid:
-            ctx.trace_id = format(span_ctx.trace_id, "032x")
-            ctx.span_id = format(span_ctx.span_id, "016x")
+        ids = self._spans.begin(scope["headers"], scope["path"])
+        ctx.trace = ids
+        ctx.trace_id = ids.trace_id_hex
+        ctx.span_id = ids.span_id_hex
 
     def finish(self, ctx: RequestContext, body: dict | None) -> None:
         """Never raises: telemetry must not turn a served request into an error."""
         try:
-            if ctx.span is not None and ctx.span.is_recording():   # unsampled: no step spans to build
-                self._spans(ctx)
+            if ctx.trace is not None and ctx.trace.sampled:
+                self._record_spans(ctx, ctx.trace)
             self._tel.record(self._record(ctx, body))
         except Exception:
             logger.exception("telemetry failed for request %s", ctx.request_id)
@@ -59,13 +54,12 @@ class RequestObserver:
     def _ns(self, ctx: RequestContext, t: float) -> int:
         return ctx.start_ns + int((t - ctx.started) * 1e9)
 
-    def _spans(self, ctx: RequestContext) -> None:
-        server = ctx.span
-        parent = trace.set_span_in_context(server)
-        tracer = self._tracer
+    def _record_spans(self, ctx: RequestContext, ids: TraceIds) -> None:
+        spans = self._spans
+        server_id = ids.span_id
         for name, t0, t1, attrs in ctx.steps:
-            step = tracer.start_span(name, context=parent, start_time=self._ns(ctx, t0), attributes=attrs)
-            step.end(end_time=self._ns(ctx, t1))
+            spans.record(ids, name, span_id=spans.new_span_id(), parent_id=server_id, kind=SpanKind.INTERNAL,
+                         start_ns=self._ns(ctx, t0), end_ns=self._ns(ctx, t1), attributes=attrs)
         route = self._router.routes.get(ctx.public_model)
         op = ctx.operation.value
         for n, attempt in enumerate(ctx.attempts, 1):
@@ -83,20 +77,21 @@ class RequestObserver:
             }
             if attempt.status is not None:
                 attrs[sc.HTTP_RESPONSE_STATUS_CODE] = attempt.status
-            span = tracer.start_span(f"{op} {upstream_model}", context=parent, kind=SpanKind.CLIENT,
-                                     start_time=self._ns(ctx, attempt.started), attributes=attrs)
-            if attempt.outcome != "ok":
-                span.set_status(Status(StatusCode.ERROR, attempt.outcome))
-                span.set_attribute(sc.ERROR_TYPE, attempt.outcome)
-            span.end(end_time=self._ns(ctx, attempt.started + attempt.latency_ms / 1000))
-        if ctx.stream and ctx.ttft_ms is not None and ctx.finished is not None:
-            stream = tracer.start_span("sluice.stream", context=parent,
-                                       start_time=ctx.start_ns + int(ctx.ttft_ms * 1e6))
-            stream.end(end_time=self._ns(ctx, ctx.finished))
-        server.set_attributes(self._server_attributes(ctx))
-        if ctx.status >= 500 or ctx.error_type:
-            server.set_status(Status(StatusCode.ERROR, ctx.error_type or str(ctx.status)))
-        server.end(end_time=self._ns(ctx, ctx.finished or time.perf_counter()))
+            failed = attempt.outcome != "ok"
+            if failed:
+                attrs[sc.ERROR_TYPE] = attempt.outcome
+            spans.record(ids, f"{op} {upstream_model}", span_id=spans.new_span_id(), parent_id=server_id,
+                         kind=SpanKind.CLIENT, start_ns=self._ns(ctx, attempt.started),
+                         end_ns=self._ns(ctx, attempt.started + attempt.latency_ms / 1000), attributes=attrs,
+                         error=attempt.outcome if failed else None)
+        end_ns = self._ns(ctx, ctx.finished or time.perf_counter())
+        if ctx.stream and ctx.ttft_ms is not None:
+            spans.record(ids, "sluice.stream", span_id=spans.new_span_id(), parent_id=server_id,
+                         kind=SpanKind.INTERNAL, start_ns=ctx.start_ns + int(ctx.ttft_ms * 1e6), end_ns=end_ns)
+        failed = ctx.status >= 500 or bool(ctx.error_type)
+        spans.record(ids, f"{ctx.method} {ctx.path}", span_id=server_id, parent_id=None, kind=SpanKind.SERVER,
+                     start_ns=ctx.start_ns, end_ns=end_ns, attributes=self._server_attributes(ctx),
+                     error=(ctx.error_type or str(ctx.status)) if failed else None)
 
     def _server_attributes(self, ctx: RequestContext) -> dict:
         s = ctx.summary

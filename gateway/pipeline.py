@@ -61,7 +61,7 @@ class InternalError(GatewayError):
 
 
 async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
-    ctx = RequestContext(endpoint)
+    ctx = RequestContext(endpoint, path=scope["path"])
     gw.begin(ctx, scope)
     try:
         # 1. who is calling

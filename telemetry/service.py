@@ -44,6 +44,7 @@ from telemetry.pricing import PriceTable
 from telemetry.records import RequestRecord
 from telemetry.request_codec import RequestArrowCodec
 from telemetry.span_exporter import ClickHouseSpanExporter, SpanArrowCodec
+from telemetry.span_recorder import SpanRecorder
 from telemetry.tracing import build_tracer_provider, extract_context
 
 log = logging.getLogger("sluice.telemetry")
@@ -74,6 +75,7 @@ class Telemetry:
         self.span_writer = span_writer
         self.tracer_provider = tracer_provider
         self._processors = span_processors or []
+        self.spans = SpanRecorder(tracer_provider, self._processors)
         self.tracer: trace.Tracer = (
             tracer_provider.get_tracer("sluice") if tracer_provider is not None
             else trace.NoOpTracer()

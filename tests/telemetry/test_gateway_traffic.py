@@ -135,3 +135,26 @@ def test_report_through_the_running_gateway(traffic):
     gw, _, _ = traffic
     text = gw.gateway.report(since="1h", by="model")
     assert "gpt" in text and "after-500" in text and "TOTAL" in text
+
+
+def test_incoming_traceparent_is_honoured(traced, ch):
+    gw, database = traced
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    oai = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
+    sampled = oai.chat.completions.with_raw_response.create(
+        model="gpt", messages=[{"role": "user", "content": "traced"}],
+        extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})
+    assert sampled.headers["x-sluice-trace-id"] == trace_id
+    unsampled_id = "5bf92f3577b34da6a3ce929d0e0e4737"
+    oai.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "not sampled"}],
+                                extra_headers={"traceparent": f"00-{unsampled_id}-{parent_id}-00"})
+    gw.gateway.telemetry.flush(5)
+    spans = list(ch.query(f"SELECT SpanKind, ParentSpanId, TraceId FROM `{database}`.otel_traces "
+                          f"WHERE TraceId IN (%(a)s, %(b)s)", parameters={"a": trace_id, "b": unsampled_id}
+                          ).named_results())
+    server = [s for s in spans if s["SpanKind"] == "Server"]
+    assert [s["ParentSpanId"] for s in server] == [parent_id]            # joined the caller's trace
+    assert all(s["TraceId"] == trace_id for s in spans)                  # the unsampled one kept no spans
+    rows = ch.query(f"SELECT count() FROM `{database}`.llm_requests WHERE trace_id IN (%(a)s, %(b)s)",
+                    parameters={"a": trace_id, "b": unsampled_id}).result_rows
+    assert rows[0][0] == 2                                               # rows are never sampled
