@@ -154,6 +154,12 @@ def _tool_result_text(content: Any, where: str) -> str:
     return "\n".join(texts)
 
 
+def _tool_call(block: dict) -> dict:
+    """An Anthropic `tool_use` block as an OpenAI tool call."""
+    return {"id": block["id"], "type": "function",
+            "function": {"name": block["name"], "arguments": _arguments(block.get("input"))}}
+
+
 def _assistant_message(content: Any, where: str) -> dict:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
@@ -164,13 +170,7 @@ def _assistant_message(content: Any, where: str) -> dict:
         if kind == "text":
             texts.append(block["text"])
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block["id"],
-                    "type": "function",
-                    "function": {"name": block["name"], "arguments": _arguments(block.get("input"))},
-                }
-            )
+            calls.append(_tool_call(block))
         elif kind in ("thinking", "redacted_thinking"):
             continue  # reasoning traces are Anthropic-signed; an OpenAI model cannot use them
         else:
@@ -228,13 +228,7 @@ def anthropic_response_to_openai(resp: dict, public_model: str) -> dict:
         if kind == "text":
             texts.append(block["text"])
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block["id"],
-                    "type": "function",
-                    "function": {"name": block["name"], "arguments": _arguments(block.get("input"))},
-                }
-            )
+            calls.append(_tool_call(block))
         # thinking / server-tool blocks have no Chat Completions form and are dropped.
     message: dict[str, Any] = {
         "role": "assistant",
