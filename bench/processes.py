@@ -7,6 +7,7 @@ multi-worker server is measured whole and no psutil is needed.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -28,13 +29,16 @@ class ManagedProcess:
     """One server under test; its output goes to a log file kept for the report on failure."""
 
     def __init__(self, name: str, command: Sequence[str], log_path: Path, *, cwd: Path | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, own_group: bool = False) -> None:
+        """`own_group`: start in a new session and stop the whole process group (servers
+        that fork workers or helpers, such as the peers' proxies)."""
         self.name = name
         self.log_path = log_path
+        self._own_group = own_group
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("wb")
         self._process = subprocess.Popen(list(command), cwd=cwd, env=dict(env) if env is not None else None,
-                                         stdout=self._log, stderr=subprocess.STDOUT)
+                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=own_group)
 
     @property
     def pid(self) -> int:
@@ -65,6 +69,8 @@ class ManagedProcess:
         return "\n".join(text[-lines:])
 
     def stop(self) -> None:
+        if self._own_group:
+            _signal_group(self.pid, signal.SIGTERM)
         if self._process.poll() is None:
             self._process.terminate()
             try:
@@ -72,7 +78,16 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        if self._own_group:
+            _signal_group(self.pid, signal.SIGKILL)      # helpers that outlived their leader
         self._log.close()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _stat_fields(pid: int) -> list[str] | None:

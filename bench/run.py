@@ -14,6 +14,7 @@ import httpx
 import orjson
 
 from bench.loadgen import UNIQUE_MARKER, LoadResult, LoadSpec, run_load, wrk_available
+from bench.peers import start_litellm, start_portkey
 from bench.processes import ManagedProcess
 from bench.report import Row, as_dict, markdown_table
 from bench.targets import CONFIGS_DIR, DEFAULT_SLUICE_CONFIG, MockSettings, Target, direct_target, start_mock, start_sluice
@@ -89,7 +90,12 @@ def _start_target(name: str, mock_port: int, run_dir: Path, settings: BenchSetti
         if not config.exists():
             raise ValueError(f"no bench config {config}")
         return start_sluice(mock_port, run_dir, config, settings.gateway_key, name)
-    raise ValueError(f"unknown target {name!r} (known: direct, sluice, sluice:<config in bench/configs>)")
+    if name == "litellm":                     # peers: installed into bench/.peers on first use
+        return start_litellm(mock_port, run_dir)
+    if name == "portkey":
+        return start_portkey(mock_port, run_dir)
+    raise ValueError(f"unknown target {name!r} (known: direct, sluice, sluice:<config in bench/configs>, "
+                     "litellm, portkey)")
 
 
 def _measure(target: Target, mock: ManagedProcess, generator: str, settings: BenchSettings) -> Row:
