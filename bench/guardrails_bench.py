@@ -125,7 +125,7 @@ async def stream_window(engine: GuardrailEngine, tenant: str, chunk_chars: int =
     for i in range(0, len(answer), chunk_chars):
         chunk = answer[i : i + chunk_chars]
         started = time.perf_counter()
-        step = await scanner.feed(chunk)
+        await scanner.feed(chunk)
         costs.append((time.perf_counter() - started) * 1000.0)
         # Held back = provider text received but not yet released (raw, placeholders unrestored).
         lags.append(len(scanner._pending))
