@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs
 
 import orjson
 from starlette.applications import Starlette
@@ -12,6 +13,7 @@ from starlette.routing import Route
 
 from gateway.config import SluiceConfig
 from gateway.context import Endpoint
+from gateway.errors import GatewayError
 from gateway.http import header, send_bytes
 from gateway.pipeline import handle
 from gateway.runtime import Gateway
@@ -36,7 +38,6 @@ class ModelsEndpoint:
         self._gw = gw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from gateway.errors import GatewayError
         anthropic = header(scope, b"anthropic-version") is not None
         fmt = WireFormat.ANTHROPIC if anthropic else WireFormat.OPENAI
         try:
@@ -82,7 +83,6 @@ class ReportEndpoint:
         self._gw = gw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from urllib.parse import parse_qs
         client = (scope.get("client") or ("",))[0]
         if client not in ("127.0.0.1", "::1", "localhost"):
             await send_bytes(send, 403, b'{"error": {"message": "report is served to loopback callers only"}}', [])

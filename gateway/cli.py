@@ -51,6 +51,7 @@ def resolve_config(path: str | None, quiet: bool = False) -> SluiceConfig:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
     from gateway.app import create_app
     cfg = resolve_config(args.config)
     app = create_app(cfg)

@@ -21,7 +21,6 @@ from guardrails.config import GuardrailsConfig
 from telemetry.config import TelemetryConfig
 
 
-
 class ConfigError(ValueError):
     """A configuration problem; the message names the key path."""
 

@@ -55,7 +55,8 @@ class GuardState:
     modified_output: bool = False
 
 
-async def guard_input(engine: GuardrailEngine, policy: Policy, ctx: RequestContext, body: JSON) -> tuple[JSON, GuardState]:
+async def guard_input(engine: GuardrailEngine, policy: Policy, ctx: RequestContext,
+                      body: JSON) -> tuple[JSON, GuardState]:
     """Run the input guardrails; return the body to send on (a rewritten copy if needed)."""
     slots = text_slots(body, ctx.api_format)
     state = GuardState(engine, policy)
@@ -68,7 +69,7 @@ async def guard_input(engine: GuardrailEngine, policy: Policy, ctx: RequestConte
         raise _blocked(outcome.violation)
     if outcome.texts is not None:
         body = orjson.loads(orjson.dumps(body))          # never edit the caller's object in place
-        for slot, text in zip(text_slots(body, ctx.api_format), outcome.texts):
+        for slot, text in zip(text_slots(body, ctx.api_format), outcome.texts, strict=True):
             if slot.text != text:
                 slot.set(text)
     state.restorer = outcome.restorer

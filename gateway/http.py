@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
+
 from gateway.errors import BadRequest, PayloadTooLarge
 from gateway.types import JSON, Receive, Scope, Send
-
-import orjson
 
 JSON_CT = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),

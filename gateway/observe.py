@@ -4,8 +4,8 @@ The trace id and sampling decision are fixed when the request starts (the id goe
 a header; an incoming `traceparent` is honoured); every span (server, auth, guardrails,
 cache, each provider attempt, the stream) is built when the request ends, from the
 timings the pipeline kept in the context (`telemetry.span_recorder`). So the request path
-holds no span bookkeeping, and the work here runs after the answer was sent. Export to ClickHouse happens in telemetry's background
-writers; nothing here waits on it.
+holds no span bookkeeping, and the work here runs after the answer was sent. Export to
+ClickHouse happens in telemetry's background writers; nothing here waits on it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,13 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway import caching
-from gateway.answer import CacheStore, answer_from_cache, complete_answer, stream_answer, stream_error_event
+from gateway.answer import (
+    CacheStore,
+    answer_from_cache,
+    complete_answer,
+    stream_answer,
+    stream_error_event,
+)
 from gateway.context import Endpoint, RequestContext
 from gateway.errors import BadRequest, GatewayError, ModelNotFound
 from gateway.guard import GuardState, guard_input

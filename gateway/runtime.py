@@ -10,7 +10,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 from cache import ResponseCache
-
 from gateway.auth import KeyStore
 from gateway.config import SluiceConfig
 from gateway.context import RequestContext
@@ -20,6 +19,7 @@ from gateway.types import Operation, Scope
 from gateway.upstream import UPSTREAM_CLIENTS, UpstreamClient
 from guardrails import GuardrailEngine, Policy
 from telemetry import Telemetry
+from telemetry.report import parse_since, report
 
 logger = logging.getLogger("sluice")
 
@@ -84,7 +84,6 @@ class Gateway:
 
     def report(self, since: str, by: str) -> str:
         """The `sluice report` table from this process's ClickHouse connection (blocking)."""
-        from telemetry.report import parse_since, report
         if by not in ("model", "deployment", "tenant"):
             raise ValueError("by must be model, deployment or tenant")
         parse_since(since)

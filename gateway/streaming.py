@@ -13,7 +13,14 @@ from typing import NamedTuple
 
 import orjson
 
-from gateway.sse import DONE, OPENAI_DONE, SSEBuffer, anthropic_event, event_data, openai_event
+from gateway.sse import (
+    DONE,
+    OPENAI_DONE,
+    SSEBuffer,
+    anthropic_event,
+    event_data,
+    openai_event,
+)
 from gateway.translate import AnthropicStreamToOpenAI, OpenAIStreamToAnthropic
 from gateway.types import JSON, WireFormat
 from gateway.wire.anthropic import MessageStreamReader

@@ -7,16 +7,23 @@ from typing import Any
 import orjson
 
 from gateway.mock.content import (
-    reply_words,
     example_from_schema,
     fixed_fragments,
     last_user_text,
     limit_fragments,
     prompt_tokens,
+    reply_words,
     word_fragments,
 )
 from gateway.mock.options import MockOptions
-from gateway.mock.replies import Reply, anthropic_error, json_reply, named_event, new_id, stream_reply
+from gateway.mock.replies import (
+    Reply,
+    anthropic_error,
+    json_reply,
+    named_event,
+    new_id,
+    stream_reply,
+)
 
 PING_EVENT = named_event("ping", {"type": "ping"})
 STOP_EVENT = named_event("message_stop", {"type": "message_stop"})

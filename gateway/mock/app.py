@@ -28,7 +28,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from gateway.mock.anthropic_wire import messages
 from gateway.mock.faults import FaultBook, FaultRule, fault_from_model
-from gateway.mock.openai_wire import chat_completions, embeddings, model_retrieve, models_list
+from gateway.mock.openai_wire import (
+    chat_completions,
+    embeddings,
+    model_retrieve,
+    models_list,
+)
 from gateway.mock.options import MockOptions
 from gateway.mock.replies import Reply, Wire, error_reply, json_reply, openai_error
 from gateway.mock.responses_wire import responses

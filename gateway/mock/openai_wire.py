@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 
 from gateway.mock.content import (
-    reply_words,
     embedding_base64,
     embedding_inputs,
     embedding_vector,
@@ -22,10 +21,18 @@ from gateway.mock.content import (
     last_user_text,
     limit_fragments,
     prompt_tokens,
+    reply_words,
     word_fragments,
 )
 from gateway.mock.options import MockOptions
-from gateway.mock.replies import Reply, data_event, json_reply, new_id, openai_error, stream_reply
+from gateway.mock.replies import (
+    Reply,
+    data_event,
+    json_reply,
+    new_id,
+    openai_error,
+    stream_reply,
+)
 
 SYSTEM_FINGERPRINT = "fp_mock"
 DONE_EVENT = b"data: [DONE]\n\n"

@@ -18,7 +18,14 @@ from gateway.mock.content import (
     word_fragments,
 )
 from gateway.mock.options import MockOptions
-from gateway.mock.replies import Reply, json_reply, named_event, new_id, openai_error, stream_reply
+from gateway.mock.replies import (
+    Reply,
+    json_reply,
+    named_event,
+    new_id,
+    openai_error,
+    stream_reply,
+)
 
 
 def responses(body: dict[str, Any], model: str, options: MockOptions) -> Reply:

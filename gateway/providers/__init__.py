@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from gateway.config import ProviderConfig
 from gateway.providers.anthropic import AnthropicAdapter
-from gateway.providers.base import ProviderAdapter, UnsupportedOperation, UpstreamRequest, Usage
+from gateway.providers.base import (
+    ProviderAdapter,
+    UnsupportedOperation,
+    UpstreamRequest,
+    Usage,
+)
 from gateway.providers.openai import OpenAIAdapter
 
 ADAPTERS: dict[str, type] = {

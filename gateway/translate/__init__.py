@@ -12,7 +12,10 @@ from the deployment's:
 A request with no faithful form in the target format raises TranslationError (400).
 """
 
-from gateway.translate.anthropic_to_openai import anthropic_request_to_openai, anthropic_response_to_openai
+from gateway.translate.anthropic_to_openai import (
+    anthropic_request_to_openai,
+    anthropic_response_to_openai,
+)
 from gateway.translate.errors import (
     TranslationError,
     anthropic_error_to_openai,

@@ -32,8 +32,14 @@ from typing import Any, Literal
 import orjson
 
 from gateway.translate.errors import TranslationError
-from gateway.translate.media import anthropic_document_to_openai, anthropic_image_to_openai
-from gateway.translate.usage import anthropic_usage_to_openai, finish_reason_from_anthropic
+from gateway.translate.media import (
+    anthropic_document_to_openai,
+    anthropic_image_to_openai,
+)
+from gateway.translate.usage import (
+    anthropic_usage_to_openai,
+    finish_reason_from_anthropic,
+)
 
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 

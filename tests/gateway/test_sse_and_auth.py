@@ -1,9 +1,9 @@
+import pytest
+
 from gateway.auth import KeyStore, hash_key
 from gateway.config import KeyConfig
 from gateway.errors import Unauthorized
 from gateway.sse import SSEBuffer, event_data
-
-import pytest
 
 
 def test_sse_buffer_reassembles_events_split_anywhere():
