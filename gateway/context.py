@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.auth import ANONYMOUS, Principal
 from gateway.errors import AttemptRecord
@@ -13,6 +12,7 @@ from gateway.routing import Deployment
 from gateway.types import JSON, Operation, WireFormat
 from gateway.wire.summary import ResponseSummary
 from guardrails.results import GuardrailResult, summarize
+from telemetry.span_recorder import TraceIds
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +45,9 @@ class RequestContext:
     user_agent: str = ""
     # telemetry
     start_ns: int = field(default_factory=time.time_ns)
-    trace: Any = None                 # telemetry.span_recorder.TraceIds
+    trace: TraceIds | None = None     # ids + sampling decision, fixed at the start
     method: str = "POST"
     path: str = ""
-    trace_id: str = ""
-    span_id: str = ""
     steps: list[tuple[str, float, float, dict | None]] = field(default_factory=list)  # name, t0, t1, attrs
     cache_status: str = "off"
     cache_similarity: float | None = None
@@ -57,6 +55,14 @@ class RequestContext:
     guardrail_actions: list[str] = field(default_factory=list)
     guardrail_results: list[GuardrailResult] = field(default_factory=list)
     guardrail_ms: float | None = None
+
+    @property
+    def trace_id(self) -> str:
+        return self.trace.trace_id_hex if self.trace is not None else ""
+
+    @property
+    def span_id(self) -> str:
+        return self.trace.span_id_hex if self.trace is not None else ""
 
     @property
     def params(self) -> JSON:

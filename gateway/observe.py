@@ -37,10 +37,7 @@ class RequestObserver:
         self._router = router
 
     def start(self, ctx: RequestContext, scope: Scope) -> None:
-        ids = self._spans.begin(scope["headers"], scope["path"])
-        ctx.trace = ids
-        ctx.trace_id = ids.trace_id_hex
-        ctx.span_id = ids.span_id_hex
+        ctx.trace = self._spans.begin(scope["headers"], scope["path"])
 
     def finish(self, ctx: RequestContext, body: dict | None) -> None:
         """Never raises: telemetry must not turn a served request into an error."""
