@@ -78,23 +78,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print the traffic report; while `sluice serve` holds the embedded chDB, ask it instead."""
+    """Print the traffic report. chDB lets one process open its directory: when the
+    embedded default is in use by a running `sluice serve`, ask that gateway instead."""
+    import httpx
     from telemetry.clickhouse import ChdbBusyError, open_from_config
     from telemetry.report import parse_since, report
     parse_since(args.since)                                   # fail early on a bad value
     cfg = resolve_config(args.config, quiet=True)
+    if not cfg.telemetry.clickhouse_url:                      # the embedded chDB
+        url = f"{args.gateway.rstrip('/')}/sluice/report"
+        try:
+            resp = httpx.get(url, params={"since": args.since, "by": args.by}, timeout=60)
+        except httpx.TransportError:
+            resp = None                                       # no gateway running: open chDB here
+        if resp is not None:
+            if resp.status_code != 200:
+                print(f"sluice: {url} answered {resp.status_code}: {resp.text}", file=sys.stderr)
+                return 1
+            print(resp.text, end="")
+            return 0
     try:
         client, database = open_from_config(cfg.telemetry, cfg.resolved_data_dir())
-    except ChdbBusyError:
-        import httpx
-        url = f"{args.gateway.rstrip('/')}/sluice/report"
-        resp = httpx.get(url, params={"since": args.since, "by": args.by}, timeout=60)
-        if resp.status_code != 200:
-            print(f"sluice: the embedded ClickHouse is in use and {url} answered {resp.status_code}: "
-                  f"{resp.text}", file=sys.stderr)
-            return 1
-        print(resp.text, end="")
-        return 0
+    except ChdbBusyError as exc:
+        print(f"sluice: {exc}; pass --gateway URL of the running gateway", file=sys.stderr)
+        return 1
     print(report(client, database, since=args.since, by=args.by))
     return 0
 
