@@ -118,45 +118,6 @@ class _ResourceMemo:
         return self._attrs, self._service
 
 
-def span_to_row(span: ReadableSpan, memo: _ResourceMemo | None = None) -> tuple:
-    """One `otel_traces` row, in `SPAN_COLUMNS` order."""
-    memo = memo or _ResourceMemo()
-    encode = memo.encode_attributes
-    ctx = span.context
-    resource_attrs, service = memo.get(span.resource)
-    scope = span.instrumentation_scope
-    start = span.start_time or 0
-    end = span.end_time or start
-    events = span.events or ()
-    links = span.links or ()
-    return (
-        start,
-        format(ctx.trace_id, "032x"),
-        format(ctx.span_id, "016x"),
-        format(span.parent.span_id, "016x") if span.parent is not None else "",
-        ctx.trace_state.to_header() if ctx.trace_state else "",
-        span.name,
-        _KIND.get(span.kind, "Unspecified"),
-        service,
-        resource_attrs,
-        scope.name if scope else "",
-        (scope.version or "") if scope else "",
-        # The SDK's BoundedAttributes itself, not the read-only proxy (see _plain_items).
-        encode(getattr(span, "_attributes", None) or span.attributes),
-        max(end - start, 0),
-        _STATUS.get(span.status.status_code, "Unset"),
-        span.status.description or "",
-        [e.timestamp for e in events],
-        [e.name for e in events],
-        [encode(e.attributes) for e in events],
-        [format(link.context.trace_id, "032x") for link in links],
-        [format(link.context.span_id, "016x") for link in links],
-        [link.context.trace_state.to_header() if link.context.trace_state else ""
-         for link in links],
-        [encode(link.attributes) for link in links],
-    )
-
-
 _MAP = pa.map_(pa.string(), pa.string())
 _TS = pa.timestamp("ns")
 _STR = pa.string()
@@ -165,15 +126,129 @@ SPAN_ARROW_SCHEMA = pa.schema(list(zip(SPAN_COLUMNS, (
     _STR, pa.list_(_TS), pa.list_(_STR), pa.list_(_MAP), pa.list_(_STR), pa.list_(_STR),
     pa.list_(_STR), pa.list_(_MAP),
 ), strict=True)))
+_I32 = pa.int32()
+
+
+class _MapColumn:
+    """A Map(String, String) column built from flat keys/values and offsets: converting a
+    list of Python dicts with `pa.array` cost about as much as everything else per span."""
+
+    __slots__ = ("offsets", "keys", "values")
+
+    def __init__(self) -> None:
+        self.offsets = [0]
+        self.keys: list[str] = []
+        self.values: list[str] = []
+
+    def add(self, encoded: dict[str, str]) -> None:
+        self.keys.extend(encoded)
+        self.values.extend(encoded.values())
+        self.offsets.append(len(self.keys))
+
+    def array(self) -> pa.Array:
+        return pa.MapArray.from_arrays(pa.array(self.offsets, type=_I32), pa.array(self.keys, type=_STR),
+                                       pa.array(self.values, type=_STR))
+
+
+def _repeated_map(encoded: dict[str, str], n: int) -> pa.Array:
+    """The same map on every row (the provider's one Resource)."""
+    size = len(encoded)
+    return pa.MapArray.from_arrays(pa.array(range(0, size * n + 1, size) if size else [0] * (n + 1), type=_I32),
+                                   pa.array(list(encoded) * n, type=_STR),
+                                   pa.array(list(encoded.values()) * n, type=_STR))
+
+
+def _empty_lists(n: int, value_type: pa.DataType) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array([0] * (n + 1), type=_I32), pa.array([], type=value_type))
+
+
+def _hex_ids(ids: list[int], width: str) -> list[str]:
+    return [format(i, width) for i in ids]
 
 
 def spans_to_arrow(spans: Sequence[ReadableSpan], memo: _ResourceMemo) -> pa.RecordBatch:
-    """`otel_traces` rows for `spans` as one record batch."""
-    columns = list(zip(*(span_to_row(span, memo) for span in spans), strict=True)) if spans \
-        else [() for _ in SPAN_COLUMNS]
-    arrays = [pa.array(col, type=field.type)
-              for col, field in zip(columns, SPAN_ARROW_SCHEMA, strict=True)]
+    """`otel_traces` rows for `spans` as one record batch, built column by column."""
+    n = len(spans)
+    encode = memo.encode_attributes
+    start: list[int] = []
+    trace_ids: list[int] = []
+    span_ids: list[int] = []
+    parents: list[str] = []
+    states: list[str] = []
+    names: list[str] = []
+    kinds: list[str] = []
+    scope_names: list[str] = []
+    scope_versions: list[str] = []
+    durations: list[int] = []
+    statuses: list[str] = []
+    messages: list[str] = []
+    attributes = _MapColumn()
+    with_events_or_links = False
+    resource = spans[0].resource if n else None
+    for span in spans:
+        ctx = span.context
+        begin = span.start_time or 0
+        start.append(begin)
+        trace_ids.append(ctx.trace_id)
+        span_ids.append(ctx.span_id)
+        parents.append(format(span.parent.span_id, "016x") if span.parent is not None else "")
+        states.append(ctx.trace_state.to_header() if ctx.trace_state else "")
+        names.append(span.name)
+        kinds.append(_KIND.get(span.kind, "Unspecified"))
+        scope = span.instrumentation_scope
+        scope_names.append(scope.name if scope else "")
+        scope_versions.append((scope.version or "") if scope else "")
+        durations.append(max((span.end_time or begin) - begin, 0))
+        statuses.append(_STATUS.get(span.status.status_code, "Unset"))
+        messages.append(span.status.description or "")
+        # The SDK's BoundedAttributes itself, not the read-only proxy (see _plain_items).
+        attributes.add(encode(getattr(span, "_attributes", None) or span.attributes))
+        with_events_or_links = with_events_or_links or bool(span.events) or bool(span.links)
+        if span.resource is not resource:
+            resource = None
+    if resource is not None:
+        resource_attrs, service = memo.get(resource)
+        resource_column = _repeated_map(resource_attrs, n)
+        services = pa.array([service] * n, type=_STR)
+    else:                                    # several resources in one batch: map them one by one
+        resource_map = _MapColumn()
+        service_names = []
+        for span in spans:
+            attrs, service = memo.get(span.resource)
+            resource_map.add(attrs)
+            service_names.append(service)
+        resource_column = resource_map.array()
+        services = pa.array(service_names, type=_STR)
+    arrays = [
+        pa.array(start, type=_TS), pa.array(_hex_ids(trace_ids, "032x"), type=_STR),
+        pa.array(_hex_ids(span_ids, "016x"), type=_STR), pa.array(parents, type=_STR),
+        pa.array(states, type=_STR), pa.array(names, type=_STR), pa.array(kinds, type=_STR), services,
+        resource_column, pa.array(scope_names, type=_STR), pa.array(scope_versions, type=_STR),
+        attributes.array(), pa.array(durations, type=pa.uint64()), pa.array(statuses, type=_STR),
+        pa.array(messages, type=_STR),
+        *(_nested_columns(spans, encode) if with_events_or_links else (
+            _empty_lists(n, _TS), _empty_lists(n, _STR), _empty_lists(n, _MAP),
+            _empty_lists(n, _STR), _empty_lists(n, _STR), _empty_lists(n, _STR), _empty_lists(n, _MAP))),
+    ]
     return pa.RecordBatch.from_arrays(arrays, schema=SPAN_ARROW_SCHEMA)
+
+
+def _nested_columns(spans: Sequence[ReadableSpan], encode: AttributeEncoder) -> list[pa.Array]:
+    """The Events.* and Links.* columns, for batches where some span has them."""
+    columns: list[list] = [[] for _ in range(7)]
+    for span in spans:
+        events = span.events or ()
+        links = span.links or ()
+        columns[0].append([e.timestamp for e in events])
+        columns[1].append([e.name for e in events])
+        columns[2].append([encode(e.attributes) for e in events])
+        columns[3].append([format(link.context.trace_id, "032x") for link in links])
+        columns[4].append([format(link.context.span_id, "016x") for link in links])
+        columns[5].append([link.context.trace_state.to_header() if link.context.trace_state else ""
+                           for link in links])
+        columns[6].append([encode(link.attributes) for link in links])
+    types = [field.type for field in list(SPAN_ARROW_SCHEMA)[15:]]
+    return [pa.array(col, type=t) for col, t in zip(columns, types, strict=True)]
 
 
 class SpanArrowCodec:
