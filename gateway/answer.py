@@ -164,6 +164,11 @@ async def stream_answer(gw: Gateway, ctx: RequestContext, route: ModelRoute, bod
         except BaseException:
             await upstream.aclose()
             raise
+        if _is_error_event(first):
+            # A 200 whose first event is an error (Anthropic's overloaded_error): nothing
+            # reached the caller yet, so this is still a failed attempt to fall back from.
+            await upstream.aclose()
+            raise UpstreamError("stream_error_event")
         return upstream, chunks, first
 
     dep, (upstream, chunks, first) = await gw.router.run(route, attempt, ctx.attempts, hold=True,
@@ -185,6 +190,11 @@ async def stream_answer(gw: Gateway, ctx: RequestContext, route: ModelRoute, bod
     finally:
         await upstream.aclose()
         gw.router.release(dep)
+
+
+def _is_error_event(chunk: bytes) -> bool:
+    head = chunk.lstrip()[:32]
+    return head.startswith(b"event: error") or head.startswith(b'data: {"error"')
 
 
 async def _relay(ctx: RequestContext, converter: StreamConverter | None, guard: StreamGuard | None,

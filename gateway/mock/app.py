@@ -35,7 +35,7 @@ from gateway.mock.openai_wire import (
     models_list,
 )
 from gateway.mock.options import MockOptions
-from gateway.mock.replies import Reply, Wire, error_reply, json_reply, openai_error
+from gateway.mock.replies import Reply, Wire, data_event, error_reply, json_reply, named_event, openai_error
 from gateway.mock.responses_wire import responses
 
 Scope = MutableMapping[str, Any]
@@ -149,6 +149,11 @@ class MockUpstream:
                 return
             if rule.mode == "midstream_drop":
                 cut_after = rule.after_events
+            if rule.mode == "stream_error" and isinstance(body, dict) and body.get("stream") is True:
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"text/event-stream")]})
+                await send({"type": "http.response.body", "body": _stream_error_event(wire)})
+                return
         await self._answer(endpoint(body, model, self.options), cut_after, receive, send)
 
     def _get(self, path: str) -> Reply | None:
@@ -225,6 +230,12 @@ class MockUpstream:
         else:
             reply = openai_error(404, f"Invalid URL ({method} {path})")
         await _send_json(send, reply)
+
+
+def _stream_error_event(wire: Wire) -> bytes:
+    if wire == "anthropic":
+        return named_event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    return data_event({"error": {"message": "The server is overloaded", "type": "server_error", "code": None}})
 
 
 def create_mock_app(options: MockOptions | None = None) -> MockUpstream:

@@ -7,6 +7,8 @@ Model names that fail on every request (handy in a gateway config, no control ca
     fail-timeout    accept the request and never answer (until the client disconnects)
     fail-drop       close the connection without any response
     fail-midstream  stream a few events, then close the connection without the terminal event
+    fail-stream-error  answer a stream with 200 and an error event first (Anthropic's
+                    `overloaded_error` mid-stream, OpenAI's `{"error": ...}` data event)
     slow-<ms>       answer normally after <ms> extra milliseconds
 """
 
@@ -16,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FaultMode = Literal["status", "timeout", "drop", "midstream_drop", "slow"]
+FaultMode = Literal["status", "timeout", "drop", "midstream_drop", "slow", "stream_error"]
 
 
 class FaultRule(BaseModel):
@@ -80,5 +82,6 @@ def fault_from_model(model: str | None) -> FaultRule | None:
     if arg.isdigit() and len(arg) == 3 and 400 <= int(arg) <= 599:
         status = int(arg)
         return FaultRule(mode="status", status=status, retry_after=1 if status == 429 else None)
-    named: dict[str, FaultMode] = {"timeout": "timeout", "drop": "drop", "midstream": "midstream_drop"}
+    named: dict[str, FaultMode] = {"timeout": "timeout", "drop": "drop", "midstream": "midstream_drop",
+                                   "stream-error": "stream_error"}
     return FaultRule(mode=named[arg]) if arg in named else None

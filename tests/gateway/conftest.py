@@ -46,6 +46,8 @@ def gateway_config(primary: Mock, backup: Mock, **extra) -> dict:
             "midstream": {"deployments": [{"provider": "primary", "model": "fail-midstream"},
                                           {"provider": "backup", "model": "claude-x"}]},
             "midstream-anthropic": {"deployments": [{"provider": "backup", "model": "fail-midstream"}]},
+            "overloaded-first": {"deployments": [{"provider": "backup", "model": "fail-stream-error"},
+                                                 {"provider": "primary", "model": "m1"}]},
             "all-down": {"deployments": [{"provider": "primary", "model": "fail-500"},
                                          {"provider": "backup", "model": "fail-503"}]},
             "all-timeout": {"deployments": [{"provider": "primary", "model": "fail-timeout"}]},

@@ -112,3 +112,14 @@ def test_circuit_breaker_opens_and_recovers(gateway, primary):
     resp = post(gateway, "breaker")
     assert resp.headers["x-sluice-deployment"] == "primary/m-breaker"
     assert post(gateway, "breaker").headers["x-sluice-deployment"] == "primary/m-breaker"
+
+
+def test_error_as_first_stream_event_falls_back(claude, oai):
+    # Anthropic can answer 200 and then send `overloaded_error` as the first event:
+    # nothing reached the caller yet, so the next deployment answers.
+    with claude.messages.stream(model="overloaded-first", max_tokens=32, messages=HELLO) as stream:
+        assert "hello" in "".join(stream.text_stream)
+    resp = oai.chat.completions.with_raw_response.create(model="overloaded-first", stream=True, messages=HELLO)
+    # (two tries per request on the failing deployment, until its breaker opens)
+    assert resp.headers["x-sluice-deployment"] == "primary/m1" and int(resp.headers["x-sluice-attempts"]) >= 2
+    assert "hello" in "".join(c.choices[0].delta.content or "" for c in resp.parse() if c.choices)
