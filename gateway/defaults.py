@@ -7,6 +7,7 @@ start works on a machine with no network and no keys.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -61,7 +62,11 @@ def mock_config(mock_port: int) -> SluiceConfig:
             ]},
         },
         # The embedded defaults show every feature: traces in chDB and the in-process cache
-        # are on by default; PII masking and injection flagging run offline.
-        "guardrails": {"default": {"pii": {"input_action": "mask"}, "injection": {"action": "flag"},
-                                   "fail": "open"}},
+        # are on by default; PII masking (when Presidio is installed) and injection flagging.
+        "guardrails": {"default": {**({"pii": {"input_action": "mask"}} if _installed("presidio_analyzer") else {}),
+                                   "injection": {"action": "flag"}, "fail": "open"}},
     }, {})
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None

@@ -42,7 +42,12 @@ class Gateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.telemetry.start)        # connects + migrates ClickHouse
         if self.guardrails is not None:
-            await self.guardrails.start()                    # loads Presidio / Detoxify in threads
+            try:
+                await self.guardrails.start()                # loads Presidio / Detoxify in threads
+            except ImportError as exc:
+                # A configured guardrail must not silently not run: refuse to start, plainly.
+                raise RuntimeError(f"guardrails are configured but {exc.name} is not installed "
+                                   f"(pip install 'sluice-gateway[pii]' / '[toxicity]')") from None
             logger.info("guardrails ready (toxicity backend: %s)", self.guardrails.toxicity_backend or "off")
         if self.cache is not None:
             await self.cache.start()                         # Redis index / embedded store, embedder
