@@ -19,7 +19,7 @@ import orjson
 from cache import CacheLookup, CacheRequest
 from cache.replay import anthropic_message_as_sse, openai_chat_as_sse
 from gateway.context import RequestContext
-from gateway.errors import BadRequest, GatewayError
+from gateway.errors import BadRequest, BadUpstreamResponse, GatewayError, StreamInterrupted
 from gateway.guard import GuardState, StreamGuard, guard_answer
 from gateway.http import SSE_HEADERS, send_bytes
 from gateway.providers import Usage
@@ -108,7 +108,7 @@ def read_answer(ctx: RequestContext, dep: Deployment, raw: bytes) -> tuple[JSON,
     try:
         answer = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise GatewayError(f"Deployment {dep.name} returned a body that is not JSON") from None
+        raise BadUpstreamResponse(f"Deployment {dep.name} returned a body that is not JSON") from None
     if ctx.operation is not Operation.CHAT:
         ctx.summary.usage = dep.adapter.usage(answer)
         return answer, raw
@@ -226,9 +226,8 @@ async def _relay(ctx: RequestContext, converter: StreamConverter | None, guard: 
     except UpstreamError as err:
         # After the first byte there is no fallback: end the stream with an explicit error.
         ctx.status, ctx.error_type = 502, f"stream_{err.outcome}"
-        message = GatewayError(f"Upstream stream from {ctx.deployment.name if ctx.deployment else '?'} "
-                               f"failed after it started: {err.outcome}")
-        message.status, message.type, message.code = 502, "upstream_error", "stream_interrupted"
+        message = StreamInterrupted(f"Upstream stream from {ctx.deployment.name if ctx.deployment else '?'} "
+                                    f"failed after it started: {err.outcome}")
         await send({**more, "body": stream_error_event(ctx, message)})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -7,6 +7,8 @@
      ├── ModelNotFound              404  unknown public model
      ├── PayloadTooLarge            413  body over server.max_body_bytes
      ├── UpstreamRejected           4xx  the provider refused the request itself (no fallback)
+     ├── BadUpstreamResponse        502  a provider answered something that is not its wire format
+     ├── StreamInterrupted          502  (as an error event) the upstream failed after the first byte
      └── AllDeploymentsFailed       502 / 503 / 504, lists every attempt
 
 Upstream transport failures inside routing are `gateway.upstream.UpstreamError`; the
@@ -107,6 +109,14 @@ class UpstreamRejected(GatewayError):
         if self.raw_body is not None and self.raw_format is fmt:
             return self.raw_body
         return super().body(fmt)
+
+
+class BadUpstreamResponse(GatewayError):
+    status, type, code = 502, "upstream_error", "bad_upstream_response"
+
+
+class StreamInterrupted(GatewayError):
+    status, type, code = 502, "upstream_error", "stream_interrupted"
 
 
 @dataclass(slots=True)
