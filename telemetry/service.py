@@ -42,7 +42,7 @@ from telemetry.metrics import GatewayMetrics
 from telemetry.otlp import build_otlp_exporter
 from telemetry.pricing import PriceTable
 from telemetry.records import RequestRecord
-from telemetry.request_codec import RequestArrowCodec
+from telemetry.request_codec import RequestArrowCodec, queued_row
 from telemetry.span_exporter import ClickHouseSpanExporter, SpanArrowCodec
 from telemetry.span_recorder import SpanRecorder
 from telemetry.tracing import build_tracer_provider, extract_context
@@ -62,7 +62,7 @@ class Telemetry:
         metrics: GatewayMetrics,
         prices: PriceTable,
         connection: ClickHouseConnection | None = None,
-        request_writer: BatchWriter[RequestRecord] | None = None,
+        request_writer: BatchWriter[tuple] | None = None,
         span_writer: BatchWriter[pa.RecordBatch] | None = None,
         tracer_provider: TracerProvider | None = None,
         span_processors: list[BatchSpanProcessor] | None = None,
@@ -106,7 +106,7 @@ class Telemetry:
             flush_interval_s=cfg.flush_interval_s, queue_max=cfg.queue_max,
             retry_backoff_s=cfg.retry_backoff_s, listener=metrics,
         )
-        request_writer: BatchWriter[RequestRecord] = BatchWriter(
+        request_writer: BatchWriter[tuple] = BatchWriter(
             name=REQUESTS_QUEUE, codec=RequestArrowCodec(), **common,
         )
         span_writer: BatchWriter[pa.RecordBatch] = BatchWriter(
@@ -208,7 +208,7 @@ class Telemetry:
                                         if self.config.log_embeddings else [])
             self.metrics.observe_request(rec)
             if self.request_writer is not None:
-                self.request_writer.put(rec)
+                self.request_writer.put(queued_row(rec))
         except Exception:
             self._record_errors += 1
             if self._record_errors == 1 or self._record_errors % 1000 == 0:
