@@ -119,3 +119,16 @@ async def test_fail_closed_fallback_refuses_everything(tmp_path: Path, caplog: p
         assert outcome.results[0].action == "error"
     finally:
         await eng.aclose()
+
+
+def test_light_scorer_matches_the_packaged_model_exactly():
+    # The light scorer computes alt-profanity-check's calibrated ensemble directly
+    # (for speed); it must give the package's own probabilities.
+    import numpy as np
+    from profanity_check import predict_prob
+
+    from guardrails.toxicity import LightScorer
+
+    texts = ["you are an idiot and I hate you", "what a lovely day in Paris", "shut up, moron",
+             "Summarise the trade-offs between latency and cost.", ""]
+    assert np.allclose(LightScorer().probabilities(texts), predict_prob(texts), atol=1e-12)
