@@ -74,7 +74,10 @@ class EmbedderConfig(BaseModel):
 class CacheConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    # Off unless a config says so: a gateway must not start answering from cache (let alone
+    # from a paraphrase's answer) because a section was left out. The generated quick-start
+    # configs (gateway/defaults.py) turn it on.
+    enabled: bool = False
     redis_url: str | None = None  # None -> the embedded in-process store
     embedded_max_entries: int = Field(default=10_000, gt=0)
     embedded_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)  # payload bytes, keeps RSS flat

@@ -42,7 +42,7 @@ def config_from_env_keys(env: dict[str, str]) -> SluiceConfig | None:
             models[m] = {"deployments": [{"provider": "anthropic", "model": m}]}
     if not providers:
         return None
-    return parse_config({"providers": providers, "models": models}, env)
+    return parse_config({"providers": providers, "models": models, "cache": {"enabled": True}}, env)
 
 
 def mock_config(mock_port: int) -> SluiceConfig:
@@ -63,6 +63,7 @@ def mock_config(mock_port: int) -> SluiceConfig:
         },
         # The embedded defaults show every feature: traces in chDB and the in-process cache
         # are on by default; PII masking (when Presidio is installed) and injection flagging.
+        "cache": {"enabled": True},
         "guardrails": {"default": {**({"pii": {"input_action": "mask"}} if _installed("presidio_analyzer") else {}),
                                    "injection": {"action": "flag"}, "fail": "open"}},
     }, {})

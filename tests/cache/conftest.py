@@ -43,7 +43,8 @@ async def local_embedder(model_cache_dir: Path) -> AsyncIterator[LocalEmbedder]:
 def unique_config(**overrides: object) -> CacheConfig:
     """A config whose keys and index no other test shares (tests share one Redis server)."""
     tag = uuid.uuid4().hex[:8]
-    base: dict[str, object] = {"index_name": f"idx-{tag}", "key_prefix": f"t{tag}:", "redis_retry_after_s": 0.2}
+    base: dict[str, object] = {"enabled": True, "index_name": f"idx-{tag}", "key_prefix": f"t{tag}:",
+                               "redis_retry_after_s": 0.2}
     return CacheConfig.model_validate({**base, **overrides})
 
 
