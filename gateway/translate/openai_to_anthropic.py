@@ -239,17 +239,25 @@ def _assistant_blocks(message: dict, where: str) -> list[dict]:
     return blocks
 
 
-def _arguments_object(arguments: Any, where: str) -> dict:
+def _parsed_arguments(arguments: Any) -> dict | None:
+    """Tool-call arguments (a JSON string, or already an object) as an object; None when
+    they are not a JSON object. Callers decide what invalid arguments mean."""
     if isinstance(arguments, dict):
         return arguments
     if not arguments:
         return {}
     try:
         value = orjson.loads(arguments)
-    except orjson.JSONDecodeError as exc:
-        raise TranslationError(f"{where}: tool call arguments are not valid JSON") from exc
-    if not isinstance(value, dict):
-        raise TranslationError(f"{where}: tool call arguments must be a JSON object")
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _arguments_object(arguments: Any, where: str) -> dict:
+    """A caller's arguments: invalid ones are the caller's error."""
+    value = _parsed_arguments(arguments)
+    if value is None:
+        raise TranslationError(f"{where}: tool call arguments are not valid JSON for an object")
     return value
 
 
@@ -356,12 +364,5 @@ def openai_response_to_anthropic(resp: dict, public_model: str) -> dict:
 
 def _upstream_arguments(arguments: Any) -> dict:
     """The provider's argument string as an object; invalid JSON is kept, not lost, under `_raw_arguments`."""
-    if isinstance(arguments, dict):
-        return arguments
-    if not arguments:
-        return {}
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {"_raw_arguments": arguments}
-    return value if isinstance(value, dict) else {"_raw_arguments": arguments}
+    value = _parsed_arguments(arguments)
+    return value if value is not None else {"_raw_arguments": arguments}
