@@ -257,7 +257,7 @@ def _arguments_object(arguments: Any, where: str) -> dict:
     """A caller's arguments: invalid ones are the caller's error."""
     value = _parsed_arguments(arguments)
     if value is None:
-        raise TranslationError(f"{where}: tool call arguments are not valid JSON for an object")
+        raise TranslationError(f"{where}: tool call arguments are not valid JSON for a JSON object")
     return value
 
 
