@@ -93,6 +93,9 @@ class ReportEndpoint:
         except ValueError as exc:
             await send_bytes(send, 400, orjson.dumps({"error": {"message": str(exc)}}), [])
             return
+        except RuntimeError as exc:          # the telemetry collector is down or too slow
+            await send_bytes(send, 503, orjson.dumps({"error": {"message": str(exc)}}), [])
+            return
         body = text.encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain; charset=utf-8"),

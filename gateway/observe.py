@@ -3,9 +3,10 @@
 The trace id and sampling decision are fixed when the request starts (the id goes back in
 a header; an incoming `traceparent` is honoured); every span (server, auth, guardrails,
 cache, each provider attempt, the stream) is built when the request ends, from the
-timings the pipeline kept in the context (`telemetry.span_recorder`). So the request path
-holds no span bookkeeping, and the work here runs after the answer was sent. Export to
-ClickHouse happens in telemetry's background writers; nothing here waits on it.
+timings the pipeline kept in the context, as plain `TraceFacts` (`telemetry.span_recorder`).
+So the request path holds no span bookkeeping, and the work here runs after the answer was
+sent. Building SDK spans and exporting them to ClickHouse happen in telemetry's collector
+(a separate process by default); nothing here waits on it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 import time
 from datetime import datetime, timezone
 
-from opentelemetry.trace import SpanKind
 
 from gateway.context import RequestContext
 from gateway.routing import Router
@@ -23,116 +23,65 @@ from gateway.wire import anthropic as anthropic_wire
 from gateway.wire import openai as openai_wire
 from telemetry import RequestRecord, Telemetry
 from telemetry import semconv as sc
-from telemetry.span_recorder import TraceIds
+from telemetry.span_recorder import TraceFacts, TraceIds
 
 logger = logging.getLogger("sluice.observe")
-
-_PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic"}
 
 
 class RequestObserver:
     def __init__(self, telemetry: Telemetry, router: Router):
         self._tel = telemetry
-        self._spans = telemetry.spans
+        self._traces = telemetry.traces
         self._router = router
 
     def start(self, ctx: RequestContext, scope: Scope) -> None:
-        ctx.trace = self._spans.begin(scope["headers"], scope["path"])
+        ctx.trace = self._traces.begin(scope["headers"], scope["path"])
 
     def finish(self, ctx: RequestContext, body: dict | None) -> None:
         """Never raises: telemetry must not turn a served request into an error."""
         try:
-            if ctx.trace is not None and ctx.trace.sampled:
-                self._record_spans(ctx, ctx.trace)
-            self._tel.record(self._record(ctx, body))
+            trace = self._trace(ctx, ctx.trace) if ctx.trace is not None and ctx.trace.sampled else None
+            self._tel.record(self._record(ctx, body), trace)
         except Exception:
             logger.exception("telemetry failed for request %s", ctx.request_id)
 
     def _ns(self, ctx: RequestContext, t: float) -> int:
         return ctx.start_ns + int((t - ctx.started) * 1e9)
 
-    def _record_spans(self, ctx: RequestContext, ids: TraceIds) -> None:
-        spans = self._spans
-        server_id = ids.span_id
-        for name, t0, t1, attrs in ctx.steps:
-            spans.record(ids, name, span_id=spans.new_span_id(), parent_id=server_id, kind=SpanKind.INTERNAL,
-                         start_ns=self._ns(ctx, t0), end_ns=self._ns(ctx, t1), attributes=attrs)
+    def _trace(self, ctx: RequestContext, ids: TraceIds) -> TraceFacts:
+        """The facts the spans are built from where they are exported (the collector): ids,
+        timings and what the request row lacks; no span objects, no attribute dicts."""
+        ns = self._ns
+        steps = tuple((name, ns(ctx, t0), ns(ctx, t1), attrs) for name, t0, t1, attrs in ctx.steps)
         route = self._router.routes.get(ctx.public_model)
-        op = ctx.operation.value
-        for n, attempt in enumerate(ctx.attempts, 1):
+        attempts = []
+        for attempt in ctx.attempts:
             if attempt.outcome == "circuit_open":
                 continue
             dep = route.by_name.get(attempt.deployment) if route else None
-            upstream_model = dep.upstream_model if dep else ""
-            attrs = {
-                sc.GEN_AI_OPERATION_NAME: op,
-                sc.GEN_AI_PROVIDER_NAME: _PROVIDER_NAMES.get(dep.provider_type, dep.provider_type) if dep else "",
-                sc.GEN_AI_REQUEST_MODEL: upstream_model,
-                sc.SLUICE_DEPLOYMENT: attempt.deployment,
-                sc.SLUICE_ATTEMPT: n,
-                "sluice.attempt.outcome": attempt.outcome,
-            }
-            if attempt.status is not None:
-                attrs[sc.HTTP_RESPONSE_STATUS_CODE] = attempt.status
-            failed = attempt.outcome != "ok"
-            if failed:
-                attrs[sc.ERROR_TYPE] = attempt.outcome
-            spans.record(ids, f"{op} {upstream_model}", span_id=spans.new_span_id(), parent_id=server_id,
-                         kind=SpanKind.CLIENT, start_ns=self._ns(ctx, attempt.started),
-                         end_ns=self._ns(ctx, attempt.started + attempt.latency_ms / 1000), attributes=attrs,
-                         error=attempt.outcome if failed else None)
-        end_ns = self._ns(ctx, ctx.finished or time.perf_counter())
-        if ctx.stream and ctx.ttft_ms is not None:
-            spans.record(ids, "sluice.stream", span_id=spans.new_span_id(), parent_id=server_id,
-                         kind=SpanKind.INTERNAL, start_ns=ctx.start_ns + int(ctx.ttft_ms * 1e6), end_ns=end_ns)
+            t0 = ns(ctx, attempt.started)
+            attempts.append((attempt.deployment, dep.provider_type if dep else "", dep.upstream_model if dep else "",
+                             attempt.outcome, attempt.status, t0, t0 + int(attempt.latency_ms * 1e6)))
+        end_ns = ns(ctx, ctx.finished or time.perf_counter())
         failed = ctx.status >= 500 or bool(ctx.error_type)
-        spans.record(ids, f"{ctx.method} {ctx.path}", span_id=server_id, parent_id=None, kind=SpanKind.SERVER,
-                     start_ns=ctx.start_ns, end_ns=end_ns, attributes=self._server_attributes(ctx),
-                     error=(ctx.error_type or str(ctx.status)) if failed else None)
+        parent = ids.parent
+        return (ids.trace_id, ids.span_id, parent.span_id if parent is not None else None,
+                bool(parent.is_remote) if parent is not None else False,
+                f"{ctx.method} {ctx.path}", ctx.start_ns, end_ns, (ctx.error_type or str(ctx.status)) if failed else None,
+                self._server_extras(ctx), steps, tuple(attempts),
+                ctx.start_ns + int(ctx.ttft_ms * 1e6) if ctx.stream and ctx.ttft_ms is not None else None)
 
-    def _server_attributes(self, ctx: RequestContext) -> dict:
-        s = ctx.summary
-        dep = ctx.deployment
-        attrs = {
-            sc.HTTP_RESPONSE_STATUS_CODE: ctx.status,
-            sc.GEN_AI_OPERATION_NAME: ctx.operation.value,
-            sc.GEN_AI_REQUEST_MODEL: ctx.public_model,
-            sc.SLUICE_REQUEST_ID: ctx.request_id,
-            sc.SLUICE_TENANT: ctx.principal.tenant,
-            sc.SLUICE_KEY_ID: ctx.principal.key_id,
-            sc.SLUICE_API_FORMAT: ctx.api_format.value,
-            sc.SLUICE_PUBLIC_MODEL: ctx.public_model,
-            sc.SLUICE_ATTEMPTS: len(ctx.attempts),
-            sc.SLUICE_FALLBACK: ctx.fallback,
-            sc.SLUICE_STREAM: ctx.stream,
-            sc.SLUICE_GATEWAY_OVERHEAD_MS: ctx.overhead_ms(),
-            "sluice.cache.status": ctx.cache_status,
-        }
-        if ctx.guardrail_actions:
-            attrs["sluice.guardrail.actions"] = list(ctx.guardrail_actions)
-        if dep is not None:
-            attrs[sc.GEN_AI_PROVIDER_NAME] = _PROVIDER_NAMES.get(dep.provider_type, dep.provider_type)
-            attrs[sc.SLUICE_DEPLOYMENT] = dep.name
-            attrs[sc.SLUICE_PROVIDER] = dep.provider
-        if s.response_model:
-            attrs[sc.GEN_AI_RESPONSE_MODEL] = s.response_model
-        if s.response_id:
-            attrs[sc.GEN_AI_RESPONSE_ID] = s.response_id
-        if s.finish_reason:
-            attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [s.finish_reason]
-        if s.usage.input_tokens or s.usage.output_tokens:
-            attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = s.usage.input_tokens
-            attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = s.usage.output_tokens
-        if ctx.ttft_ms is not None:
-            attrs[sc.SLUICE_TTFT_MS] = ctx.ttft_ms
-        for key, attr in (("temperature", sc.GEN_AI_REQUEST_TEMPERATURE), ("top_p", sc.GEN_AI_REQUEST_TOP_P),
-                          ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS), ("seed", sc.GEN_AI_REQUEST_SEED)):
+    @staticmethod
+    def _server_extras(ctx: RequestContext) -> dict | None:
+        extras = None
+        if ctx.summary.response_id:
+            extras = {sc.GEN_AI_RESPONSE_ID: ctx.summary.response_id}
+        for key, attr in (("top_p", sc.GEN_AI_REQUEST_TOP_P), ("seed", sc.GEN_AI_REQUEST_SEED)):
             value = ctx.params.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                attrs[attr] = value
-        if ctx.error_type:
-            attrs[sc.ERROR_TYPE] = ctx.error_type
-        return attrs
+                extras = extras or {}
+                extras[attr] = value
+        return extras
 
     def _record(self, ctx: RequestContext, body: dict | None) -> RequestRecord:
         s = ctx.summary

@@ -19,7 +19,7 @@ from gateway.types import Operation, Scope
 from gateway.upstream import UPSTREAM_CLIENTS, UpstreamClient
 from guardrails import GuardrailEngine, Policy
 from telemetry import Telemetry
-from telemetry.report import parse_since, report
+from telemetry.report import parse_since
 
 logger = logging.getLogger("sluice")
 
@@ -88,14 +88,11 @@ class Gateway:
         self.telemetry.metrics.set_breaker_state(deployment, state.value)
 
     def report(self, since: str, by: str) -> str:
-        """The `sluice report` table from this process's ClickHouse connection (blocking)."""
+        """The `sluice report` table from telemetry's ClickHouse connection (blocking)."""
         if by not in ("model", "deployment", "tenant"):
             raise ValueError("by must be model, deployment or tenant")
         parse_since(since)
-        if self.telemetry.connection is None:
-            raise ValueError("telemetry is disabled")
-        self.telemetry.flush(5.0)                 # include the requests just served
-        return report(self.telemetry.connection.get(), self.telemetry.connection.database, since=since, by=by)
+        return self.telemetry.report(since, by)      # flushes first: includes the requests just served
 
     def begin(self, ctx: RequestContext, scope: Scope) -> None:
         self.observer.start(ctx, scope)

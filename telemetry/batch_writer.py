@@ -205,6 +205,9 @@ class BatchWriter(Generic[T]):
                         return
                     taken = self._take_locked()
                     self._flush_requested = self._flush_requested and bool(self._queue)
+                    if not taken:         # a flush asked while nothing was queued
+                        self._cond.notify_all()
+                        continue
                 batch, count = self._encode_batch(taken)   # outside the lock: put() never waits
                 del taken                 # the items are encoded: do not keep them alive
                 if batch is None:

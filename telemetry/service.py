@@ -1,85 +1,65 @@
 """`Telemetry`: the one object the gateway holds for tracing, request rows and metrics.
 
 Built by `Telemetry.from_config()` in the app factory, started and shut down from the
-lifespan (in a thread: both may touch the network). On the request path the gateway only
-uses `tracer` (spans) and `record()` (one row per request); neither waits on ClickHouse.
+lifespan (in a thread: both may touch the network or a process). On the request path the
+gateway only calls `traces.begin()` (ids and the sampling decision) and `record()` (one
+row and, when sampled, the trace's facts); neither waits on ClickHouse.
 
     Telemetry
-    ├── tracer ── TracerProvider ── BatchSpanProcessor ── ClickHouseSpanExporter ─┐
-    │                          └── BatchSpanProcessor ── OTLPSpanExporter (opt.)  │
-    ├── record() ── metrics.observe_request() + BatchWriter(llm_requests) ─┐      │
-    │                                          BatchWriter(otel_traces) ◄──┼──────┘
-    └── metrics (GatewayMetrics, GET /metrics)   both ── ClickHouseConnection (chDB or server)
+    ├── traces: TraceStarter (ids, sampling)
+    ├── metrics: GatewayMetrics (GET /metrics), updated by record()
+    └── record() ── backend
+         ├── writer: process (default) ── CollectorClient ══ socket ══► collector process
+         │                                                             └── TelemetrySink
+         └── writer: thread ── TelemetrySink, in this process
+
+The sink (`telemetry.sink`) turns rows and trace facts into ClickHouse inserts and SDK
+spans; the collector process keeps that CPU work off the gateway's GIL
+(`telemetry.collector`). `writer: thread` keeps everything in one process (a library
+user, the tests sharing one chDB engine).
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import os
 from array import array
 from collections.abc import Iterable, Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from telemetry.batch_writer import BatchWriter
-from telemetry.clickhouse import (
-    ClickHouseConnection,
-    ClientFactory,
-    default_url,
-    open_client,
-    redact_url,
-    url_database,
-)
+from telemetry.clickhouse import ClientFactory
+from telemetry.collector import CollectorProcess, socket_path_for
+from telemetry.collector_client import CollectorClient
 from telemetry.config import TelemetryConfig
 from telemetry.metrics import GatewayMetrics
-from telemetry.otlp import build_otlp_exporter
 from telemetry.pricing import PriceTable
 from telemetry.records import RequestRecord
-from telemetry.request_codec import RequestArrowCodec, queued_row
-from telemetry.span_exporter import ClickHouseSpanExporter, SpanArrowCodec
-from telemetry.span_recorder import SpanRecorder
-from telemetry.tracing import build_tracer_provider, extract_context
+from telemetry.request_codec import queued_row
+from telemetry.sink import REQUESTS_QUEUE, SPANS_QUEUE, TelemetrySink
+from telemetry.span_recorder import TraceFacts, TraceStarter
+from telemetry.tracing import extract_context
 
 log = logging.getLogger("sluice.telemetry")
 
-REQUESTS_QUEUE = "requests"
-SPANS_QUEUE = "spans"
-OTLP_QUEUE = "otlp"
+COLLECTOR_SOCKET_ENV = "SLUICE_TELEMETRY_SOCKET"   # set by `sluice serve --workers N`
 
 
 class Telemetry:
     def __init__(
-        self,
-        cfg: TelemetryConfig,
-        *,
-        metrics: GatewayMetrics,
-        prices: PriceTable,
-        connection: ClickHouseConnection | None = None,
-        request_writer: BatchWriter[tuple] | None = None,
-        span_writer: BatchWriter[pa.RecordBatch] | None = None,
-        tracer_provider: TracerProvider | None = None,
-        span_processors: list[BatchSpanProcessor] | None = None,
+        self, cfg: TelemetryConfig, *, metrics: GatewayMetrics, prices: PriceTable,
+        sink: TelemetrySink | None = None, client: CollectorClient | None = None,
     ) -> None:
         self.config = cfg
         self.metrics = metrics
         self.prices = prices
-        self.connection = connection
-        self.request_writer = request_writer
-        self.span_writer = span_writer
-        self.tracer_provider = tracer_provider
-        self._processors = span_processors or []
-        self.spans = SpanRecorder(tracer_provider, self._processors)
-        self.tracer: trace.Tracer = (
-            tracer_provider.get_tracer("sluice") if tracer_provider is not None
-            else trace.NoOpTracer()
-        )
+        self.sink = sink
+        self.client = client
+        self.enabled = sink is not None or client is not None
+        self.traces = TraceStarter(cfg.sample_ratio, enabled=self.enabled)
         self._record_errors = 0
 
     @classmethod
@@ -87,100 +67,81 @@ class Telemetry:
         cls, cfg: TelemetryConfig, data_dir: Path, *, client_factory: ClientFactory | None = None,
     ) -> "Telemetry":
         """Build everything, connect nothing (`start()` does). `client_factory` replaces
-        the URL-based connection (tests; a custom client)."""
+        the URL-based connection (tests; a custom client) and implies `writer: thread`."""
         metrics = GatewayMetrics(tenant_label=cfg.metrics_tenant_label)
         prices = PriceTable(cfg.prices)
         if not cfg.enabled:
             return cls(cfg, metrics=metrics, prices=prices)
+        if cfg.writer == "thread" or client_factory is not None:
+            sink = TelemetrySink.from_config(cfg, data_dir, listener=metrics, client_factory=client_factory)
+            metrics.register_queue(REQUESTS_QUEUE, lambda: sink.request_writer.depth, cfg.queue_max)
+            metrics.register_queue(SPANS_QUEUE, lambda: sink.span_writer.depth, cfg.queue_max)
+            return cls(cfg, metrics=metrics, prices=prices, sink=sink)
+        shared = os.environ.get(COLLECTOR_SOCKET_ENV)     # a collector the parent process runs
+        owner = None if shared else CollectorProcess(cfg, data_dir)
+        path = Path(shared) if shared else socket_path_for(data_dir)
+        client = CollectorClient(path, metrics=metrics, queue_max=cfg.queue_max, owner=owner)
+        return cls(cfg, metrics=metrics, prices=prices, client=client)
 
-        url = cfg.clickhouse_url or default_url(data_dir)
-        database = url_database(url) or cfg.database
-        factory = client_factory or partial(
-            open_client, url, connect_timeout_s=cfg.connect_timeout_s)
-        connection = ClickHouseConnection(
-            factory, database, ttl_days=cfg.ttl_days,
-            description=redact_url(url) if client_factory is None else "client_factory",
-        )
-        common = dict(
-            connection=connection, batch_size=cfg.batch_size,
-            flush_interval_s=cfg.flush_interval_s, queue_max=cfg.queue_max,
-            retry_backoff_s=cfg.retry_backoff_s, listener=metrics,
-        )
-        request_writer: BatchWriter[tuple] = BatchWriter(
-            name=REQUESTS_QUEUE, codec=RequestArrowCodec(), **common,
-        )
-        span_writer: BatchWriter[pa.RecordBatch] = BatchWriter(
-            name=SPANS_QUEUE, codec=SpanArrowCodec(), **common,
-        )
-        metrics.register_queue(REQUESTS_QUEUE, lambda: request_writer.depth, cfg.queue_max)
-        metrics.register_queue(SPANS_QUEUE, lambda: span_writer.depth, cfg.queue_max)
+    # Live SDK objects of the in-process sink (None with the collector process).
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self.sink.tracer if self.sink is not None else trace.NoOpTracer()
 
-        exporters: dict[str, SpanExporter] = {SPANS_QUEUE: ClickHouseSpanExporter(span_writer)}
-        if cfg.otlp is not None:
-            exporters[OTLP_QUEUE] = build_otlp_exporter(cfg.otlp)
-        # The processors only hand spans over to the exporters: a short delay and a queue
-        # of at least a few batches keep them from ever being the place spans are dropped
-        # (the span writer's bounded, counted queue is); their drops are counted anyway.
-        provider, processors = build_tracer_provider(
-            service_name=cfg.service_name, sample_ratio=cfg.sample_ratio, exporters=exporters,
-            max_queue_size=max(cfg.queue_max, 4096), max_export_batch_size=512,
-            schedule_delay_s=min(cfg.flush_interval_s, 0.5),
-            on_drop=lambda name, n: metrics.rows_dropped(name, n, "processor_queue_full"),
-        )
-        return cls(
-            cfg, metrics=metrics, prices=prices, connection=connection,
-            request_writer=request_writer, span_writer=span_writer,
-            tracer_provider=provider, span_processors=processors,
-        )
+    @property
+    def connection(self):
+        return self.sink.connection if self.sink is not None else None
+
+    @property
+    def request_writer(self):
+        return self.sink.request_writer if self.sink is not None else None
+
+    @property
+    def span_writer(self):
+        return self.sink.span_writer if self.sink is not None else None
+
+    @property
+    def tracer_provider(self):
+        return self.sink.tracer_provider if self.sink is not None else None
 
     # -- lifecycle (call from a thread, never on the event loop) ---------------------
 
     def start(self) -> None:
-        """Connect and migrate once (failures are logged, the writers retry), start workers."""
-        if self.connection is not None:
-            try:
-                self.connection.get()
-            except Exception as exc:
-                log.error("telemetry: ClickHouse at %s unavailable at start (%s); rows are "
-                          "queued and retried in the background", self.connection.description, exc)
-        for writer in (self.request_writer, self.span_writer):
-            if writer is not None:
-                writer.start()
+        """Start the sink, or the collector process (when this process owns it) and the
+        connection to it. Failures are logged; rows are queued and retried."""
+        if self.sink is not None:
+            self.sink.start()
+        elif self.client is not None:
+            self.client.start()
 
     def flush(self, timeout_s: float = 5.0) -> bool:
-        """Write everything recorded so far (ended spans and rows); True when done."""
-        deadline = time.monotonic() + timeout_s
-        ok = True
-        for bsp in self._processors:
-            ok = bsp.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000)) and ok
-        for writer in (self.span_writer, self.request_writer):
-            if writer is not None:
-                ok = writer.flush(max(0.0, deadline - time.monotonic())) and ok
-        return ok
+        """Write everything recorded so far (spans and rows); True when done."""
+        if self.sink is not None:
+            return self.sink.flush(timeout_s)
+        if self.client is not None:
+            return self.client.flush(timeout_s)
+        return True
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
-        """Flush spans and rows within `timeout_s`, stop the workers, close the client."""
-        deadline = time.monotonic() + timeout_s
+        """Flush spans and rows within `timeout_s`, then stop whatever runs them."""
+        if self.sink is not None:
+            self.sink.shutdown(timeout_s)
+        elif self.client is not None:
+            self.client.shutdown(timeout_s)
 
-        def remaining() -> float:
-            return max(0.0, deadline - time.monotonic())
-
-        # The processors hand their queued spans to the exporters (the ClickHouse one only
-        # enqueues, so this is quick); then the writers drain within the deadline.
-        if self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
-        writers = [w for w in (self.request_writer, self.span_writer) if w is not None]
-        for writer in writers:           # both drain in parallel, same deadline
-            writer.stop(remaining())
-        for writer in writers:
-            writer.shutdown(remaining())
-        if self.connection is not None:
-            self.connection.close()
+    def report(self, since: str, by: str) -> str:
+        """The `sluice report` table (blocking); ValueError for bad arguments."""
+        if self.sink is not None:
+            return self.sink.report(since, by)
+        if self.client is not None:
+            return self.client.report(since, by)
+        raise ValueError("telemetry is disabled")
 
     # -- request path -------------------------------------------------------------
 
-    def record(self, rec: RequestRecord) -> None:
-        """Account one finished request. O(1), non-blocking, never raises.
+    def record(self, rec: RequestRecord, trace: TraceFacts | None = None) -> None:
+        """Account one finished request (and its sampled trace). O(1), non-blocking,
+        never raises.
 
         Fills `cost_usd` when missing, applies the tenant's prompt logging policy, updates
         the metrics and queues the row. The record belongs to telemetry afterwards.
@@ -207,8 +168,10 @@ class Telemetry:
                 rec.prompt_embedding = (_compact_embedding(rec.prompt_embedding)
                                         if self.config.log_embeddings else [])
             self.metrics.observe_request(rec)
-            if self.request_writer is not None:
-                self.request_writer.put(queued_row(rec))
+            if self.client is not None:
+                self.client.submit(queued_row(rec), trace)
+            elif self.sink is not None:
+                self.sink.submit(queued_row(rec), trace)
         except Exception:
             self._record_errors += 1
             if self._record_errors == 1 or self._record_errors % 1000 == 0:

@@ -48,8 +48,9 @@ def make_telemetry(chdb_url: str, database: str, tmp_path: Path):
     built = []
 
     def make(client_factory=None, **overrides) -> Telemetry:
+        # writer: thread: the test process already holds the session's chDB engine.
         raw = {"clickhouse_url": chdb_url, "database": database, "flush_interval_s": 0.05,
-               "batch_size": 100}
+               "batch_size": 100, "writer": "thread"}
         raw.update(overrides)
         tel = Telemetry.from_config(TelemetryConfig.model_validate(raw), tmp_path,
                                     client_factory=client_factory)

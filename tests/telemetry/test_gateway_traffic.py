@@ -24,6 +24,7 @@ def traced(primary, backup, chdb_url, ch):
     fast = {"connect_s": 1, "read_s": 2, "total_s": 5}
     gw = start_gateway({
         "telemetry": {"clickhouse_url": chdb_url, "database": database, "flush_interval_s": 0.05,
+                      "writer": "thread",
                       "prices": {"m1": {"input": 1.0, "output": 2.0}}},
         "cache": {"enabled": False},
         "keys": [{"key": GATEWAY_KEY, "tenant": "team-t", "name": "ci-key"}],

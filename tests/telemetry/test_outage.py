@@ -83,7 +83,8 @@ def test_outage_bounds_memory_counts_drops_and_recovers(make_telemetry, ch, data
 def test_start_and_shutdown_with_clickhouse_down_are_bounded(tmp_path):
     from telemetry import Telemetry, TelemetryConfig
     cfg = TelemetryConfig(clickhouse_url=f"http://default:pw@127.0.0.1:{_closed_port()}",
-                          connect_timeout_s=0.5, retry_backoff_s=0.1, flush_interval_s=0.05)
+                          connect_timeout_s=0.5, retry_backoff_s=0.1, flush_interval_s=0.05,
+                          writer="thread")
     tel = Telemetry.from_config(cfg, tmp_path)
     t0 = time.monotonic()
     tel.start()                                                 # logs, does not raise
