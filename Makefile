@@ -30,7 +30,7 @@ test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.test-deps
-	$(BIN)/python -m bench --targets direct,sluice:bare,sluice:traced,litellm,portkey
+	$(BIN)/python -m bench suite
 
 clean:
 	rm -rf $(VENV) .sluice .pytest_cache

@@ -1,8 +1,13 @@
-"""`python -m bench`: compare requests/s and latency of targets against the mock upstream."""
+"""`python -m bench`: compare requests/s and latency of targets against the mock upstream.
+
+`python -m bench suite [...]` runs every scenario and writes docs/benchmarks.md's
+generated part (bench/suite.py); without `suite`, one run and one table.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from bench.run import BenchSettings, print_report, run_benchmark
@@ -10,7 +15,8 @@ from bench.targets import DEFAULT_SLUICE_CONFIG, MockSettings
 
 
 def parse_settings(argv: list[str] | None = None) -> BenchSettings:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     epilog="python -m bench suite --help: the scenario suite")
     parser.add_argument("--targets", default="direct,sluice", help="comma-separated, in order (direct first)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per target")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target (not measured)")
@@ -35,6 +41,12 @@ def parse_settings(argv: list[str] | None = None) -> BenchSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["suite"]:
+        from bench import suite  # the suite's imports (machine facts, docs) only when asked for
+
+        suite.main(argv[1:])
+        return
     settings = parse_settings(argv)
     rows, run_dir = run_benchmark(settings)
     print_report(rows, run_dir, settings)

@@ -53,6 +53,7 @@ class LoadResult:
     requests: int
     seconds: float
     p50_ms: float
+    p95_ms: float
     p99_ms: float
     errors: int  # non-2xx answers + socket errors
     requests_per_second: float
@@ -70,11 +71,22 @@ def run_load(spec: LoadSpec, generator: str) -> LoadResult:
 # --- wrk -------------------------------------------------------------------------------------
 
 
+# wrk's own --latency table has p50/75/90/99 only; `done()` prints the ones the report
+# needs from the same histogram, in microseconds, on one line parse_wrk looks for
+PERCENTILES_LINE = "sluice-bench-percentiles-us"
+_DONE = (
+    "function done(summary, latency, requests)\n"
+    f'  io.write(string.format("{PERCENTILES_LINE} p50=%d p95=%d p99=%d\\n",\n'
+    "    latency:percentile(50), latency:percentile(95), latency:percentile(99)))\n"
+    "end"
+)
+
+
 def wrk_script(spec: LoadSpec) -> str:
     """A Lua script giving wrk the POST body and headers (long brackets: no escaping needed).
 
     With a unique marker, `request()` builds each body from a run nonce, the wrk thread's
-    number (set in `setup`) and a per-thread counter.
+    number (set in `setup`) and a per-thread counter. `done()` prints p50/p95/p99.
     """
     lines = ['wrk.method = "POST"']
     lines.extend(f'wrk.headers["{name}"] = [==[{value}]==]' for name, value in spec.headers.items())
@@ -94,6 +106,7 @@ def wrk_script(spec: LoadSpec) -> str:
             f'  return wrk.format(nil, nil, nil, prefix .. "{nonce}-" .. (thread_id or 0) .. "-" .. counter .. suffix)',
             "end",
         ]
+    lines.append(_DONE)
     return "\n".join(lines) + "\n"
 
 
@@ -113,19 +126,27 @@ def run_wrk(spec: LoadSpec) -> LoadResult:
 
 
 def parse_wrk(output: str) -> LoadResult:
-    """Read requests, duration, p50/p99 (from --latency) and errors out of wrk's report."""
+    """Read requests, duration, p50/p95/p99 and errors out of wrk's report.
+
+    Percentiles come from the script's `done()` line; without it (a script of another
+    shape) from the --latency table, which has no p95.
+    """
     total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output)
     if total is None:
         raise ValueError(f"unexpected wrk output:\n{output}")
     percentiles = {int(p): float(v) * _UNITS[u] for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m)\s*$",
                                                                             output, re.MULTILINE)}
+    ours = re.search(PERCENTILES_LINE + r" p50=(\d+) p95=(\d+) p99=(\d+)", output)
+    if ours:
+        percentiles = {p: int(v) / 1e3 for p, v in zip((50, 95, 99), ours.groups(), strict=True)}
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
     requests, seconds = int(total.group(1)), float(total.group(2)) * _UNITS[total.group(3)] / 1e3
-    return LoadResult("wrk", requests, seconds, percentiles.get(50, float("nan")), percentiles.get(99, float("nan")),
-                      errors, float(rate.group(1)) if rate else requests / seconds)
+    nan = float("nan")
+    return LoadResult("wrk", requests, seconds, percentiles.get(50, nan), percentiles.get(95, nan),
+                      percentiles.get(99, nan), errors, float(rate.group(1)) if rate else requests / seconds)
 
 
 # --- asyncio + aiohttp fallback --------------------------------------------------------------
@@ -174,11 +195,13 @@ async def _python_load(spec: LoadSpec) -> LoadResult:
         await asyncio.gather(*(worker() for _ in range(spec.connections)))
         elapsed = time.perf_counter() - started
     latencies.sort()
-    return LoadResult("python", len(latencies), elapsed, _percentile(latencies, 50) * 1e3,
-                      _percentile(latencies, 99) * 1e3, errors, len(latencies) / elapsed)
+    return LoadResult("python", len(latencies), elapsed, percentile(latencies, 50) * 1e3,
+                      percentile(latencies, 95) * 1e3, percentile(latencies, 99) * 1e3, errors,
+                      len(latencies) / elapsed)
 
 
-def _percentile(ordered: list[float], percent: float) -> float:
+def percentile(ordered: list[float], percent: float) -> float:
+    """Nearest-rank percentile of an ascending list (nan when empty)."""
     if not ordered:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(percent / 100 * len(ordered)) - 1))

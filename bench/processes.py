@@ -1,7 +1,7 @@
 """Child processes of a benchmark run: start, wait until they answer, measure CPU, stop.
 
-CPU is read from /proc (utime + stime of the process and its descendants), so a
-multi-worker server is measured whole and no psutil is needed.
+CPU is read from /proc (utime + stime of the process and its descendants), and so is
+peak memory (VmHWM), so a multi-worker server is measured whole and no psutil is needed.
 """
 
 from __future__ import annotations
@@ -63,6 +63,14 @@ class ManagedProcess:
         """User + system CPU of the process and all its descendants so far."""
         return sum(_own_cpu(pid) for pid in _process_tree(self.pid))
 
+    def peak_rss_mb(self) -> float:
+        """Sum of each live process's peak resident set (VmHWM) over the tree, in MB.
+
+        Each process's own peak: an upper bound for the tree's peak if they peaked at
+        different times. Read while the processes still run (an exited worker is gone).
+        """
+        return sum(_peak_rss_kb(pid) for pid in _process_tree(self.pid)) / 1024
+
     def log_tail(self, lines: int = 30) -> str:
         self._log.flush()
         text = self.log_path.read_text(errors="replace").splitlines()
@@ -107,16 +115,53 @@ def _own_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def _peak_rss_kb(pid: int) -> int:
+    """VmHWM of one process in kB (0 if it is gone or a kernel thread)."""
+    return parse_status_kb(_read(Path(f"/proc/{pid}/status")), "VmHWM")
+
+
+def parse_status_kb(status: str, field: str) -> int:
+    """A `Field:   1234 kB` line of /proc/<pid>/status, in kB (0 if absent)."""
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == field:
+            return int(value.split()[0])
+    return 0
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def _process_tree(root: int) -> list[int]:
+    """`root` and its descendants: from /proc/<pid>/task/*/children where the kernel has
+    them (CONFIG_PROC_CHILDREN), else from every process's parent in /proc/*/stat."""
+    by_parent = None if _has_children_files(root) else _children_by_parent()
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(_children_of(pid) if by_parent is None else by_parent.get(pid, []))
+    return tree
+
+
+def _has_children_files(pid: int) -> bool:
+    return any(Path(f"/proc/{pid}/task").glob("*/children"))
+
+
+def _children_of(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").glob("*/children")
+            for child in _read(task).split()]
+
+
+def _children_by_parent() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = _stat_fields(int(entry.name))
             if fields is not None:
                 children.setdefault(int(fields[1]), []).append(int(entry.name))
-    tree, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        tree.append(pid)
-        pending.extend(children.get(pid, []))
-    return tree
+    return children

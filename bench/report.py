@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.loadgen import LoadResult
+from bench.probe import TtftResult
 
 
 @dataclass(frozen=True)
@@ -15,50 +16,77 @@ class Row:
     result: LoadResult | None  # None: the target could not run (see note)
     gateway_cpu_s_per_1k: float | None = None
     mock_cpu_s_per_1k: float | None = None
+    ttft: TtftResult | None = None  # streams only
+    peak_rss_mb: float | None = None  # the gateway's process tree (None: direct)
     note: str = ""
 
 
-HEADER = ("| target | requests/s | p50 ms | p99 ms | vs direct | added p50 ms | errors "
-          "| gateway CPU s/1k req | mock CPU s/1k req |")
-RULE = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+COLUMNS = ("target", "req/s", "vs direct", "p50 ms", "p95 ms", "p99 ms", "added p50 ms")
+TTFT_COLUMNS = ("TTFT p50 ms", "TTFT p99 ms", "added TTFT p50 ms")
+TAIL_COLUMNS = ("errors", "gateway CPU s/1k req", "peak RSS MB")
 
 
-def markdown_table(rows: list[Row]) -> str:
+def markdown_table(rows: list[Row], stream: bool = False) -> str:
+    """One line per row; TTFT columns for streams. The direct row is the baseline of the
+    ratio and the "added" columns (without one, the first measured row)."""
+    columns = COLUMNS + (TTFT_COLUMNS if stream else ()) + TAIL_COLUMNS
     measured = [row for row in rows if row.result is not None]
-    # the direct row is the baseline; without one, the first measured row
-    base_row = next((row for row in measured if row.target.startswith("direct")), measured[0] if measured else None)
-    baseline = base_row.result if base_row else None
-    lines = [HEADER, RULE]
+    base = next((row for row in measured if row.target.startswith("direct")), measured[0] if measured else None)
+    lines = ["| " + " | ".join(columns) + " |", "| --- |" + " ---: |" * (len(columns) - 1)]
     for row in rows:
-        result = row.result
-        if result is None:
-            lines.append(f"| {row.target} | not run: {row.note} | | | | | | | |")
-            continue
-        ratio = result.requests_per_second / baseline.requests_per_second if baseline else math.nan
-        added = result.p50_ms - baseline.p50_ms if baseline else math.nan
-        lines.append(
-            f"| {row.target} | {result.requests_per_second:,.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f} "
-            f"| {ratio:.1%} | {added:+.2f} | {result.errors} | {_num(row.gateway_cpu_s_per_1k)} "
-            f"| {_num(row.mock_cpu_s_per_1k)} |"
-        )
+        cells = [row.target, *_cells(row, base, stream)] if row.result is not None else \
+            [row.target, f"not run: {row.note}", *[""] * (len(columns) - 2)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cells(row: Row, base: Row | None, stream: bool) -> list[str]:
+    result = row.result
+    assert result is not None
+    baseline = base.result if base is not None else None
+    cells = [
+        f"{result.requests_per_second:,.0f}",
+        _ratio(result.requests_per_second / baseline.requests_per_second) if baseline else "-",
+        _ms(result.p50_ms), _ms(result.p95_ms), _ms(result.p99_ms),
+        _added(result.p50_ms, baseline.p50_ms if baseline else None),
+    ]
+    if stream:
+        ttft, base_ttft = row.ttft, base.ttft if base is not None else None
+        cells += [_ms(ttft.p50_ms if ttft else None), _ms(ttft.p99_ms if ttft else None),
+                  _added(ttft.p50_ms if ttft else None, base_ttft.p50_ms if base_ttft else None)]
+    errors = str(result.errors)
+    if row.ttft is not None and row.ttft.errors:
+        errors += f" (+{row.ttft.errors} probe)"
+    cells += [errors, _num(row.gateway_cpu_s_per_1k, 3), _num(row.peak_rss_mb, 0)]
+    return cells
 
 
 def as_dict(row: Row) -> dict[str, Any]:
     result = row.result
     return {
         "target": row.target, "note": row.note,
-        "generator": result.generator if result else None,
-        "requests": result.requests if result else None,
-        "seconds": result.seconds if result else None,
-        "requests_per_second": result.requests_per_second if result else None,
-        "p50_ms": result.p50_ms if result else None,
-        "p99_ms": result.p99_ms if result else None,
-        "errors": result.errors if result else None,
+        **(asdict(result) if result else {}),
+        "ttft": asdict(row.ttft) if row.ttft else None,
         "gateway_cpu_s_per_1k": row.gateway_cpu_s_per_1k,
         "mock_cpu_s_per_1k": row.mock_cpu_s_per_1k,
+        "peak_rss_mb": row.peak_rss_mb,
     }
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _ratio(ratio: float) -> str:
+    """A percentage, or "156x" past 10x (a cache hit against a 200 ms provider call)."""
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1%}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def _added(value: float | None, baseline: float | None) -> str:
+    if value is None or baseline is None or math.isnan(value) or math.isnan(baseline):
+        return "-"
+    return f"{value - baseline:+.2f}"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"

@@ -1,7 +1,8 @@
 """One benchmark run: start the mock (and Sluice), drive each target in turn, report.
 
 Targets run one after the other against the same mock process, with the same load
-generator, request body and connection count; each gets a warm-up first.
+generator, request body and connection count; each gets a warm-up first. Streams get a
+TTFT probe alongside the load (bench/probe.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,20 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.loadgen import UNIQUE_MARKER, LoadResult, LoadSpec, run_load, wrk_available
+from bench.loadgen import UNIQUE_MARKER, LoadSpec, run_load, wrk_available
 from bench.peers import start_litellm, start_portkey
+from bench.probe import TtftProbe
 from bench.processes import ManagedProcess
 from bench.report import Row, as_dict, markdown_table
-from bench.targets import CONFIGS_DIR, DEFAULT_SLUICE_CONFIG, MockSettings, Target, direct_target, start_mock, start_sluice
+from bench.targets import (
+    CONFIGS_DIR,
+    DEFAULT_SLUICE_CONFIG,
+    MockSettings,
+    Target,
+    direct_target,
+    start_mock,
+    start_sluice,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROMPT = ("Request " + UNIQUE_MARKER + ": summarise the main trade-offs between latency, throughput and cost "
@@ -32,52 +42,72 @@ class BenchSettings:
     connections: int = 16
     stream: bool = False
     unique_prompts: bool = True  # defeat any cache in front of the provider
+    # targets sent one identical prompt even when the others get unique ones (a cache hit
+    # measured next to calls that reach the provider)
+    same_prompt_targets: frozenset[str] = frozenset()
     generator: str = "auto"  # auto | wrk | python
     mock: MockSettings = MockSettings()
     sluice_config: Path = DEFAULT_SLUICE_CONFIG
     gateway_key: str | None = None
 
+    def unique_for(self, name: str) -> bool:
+        return self.unique_prompts and name not in self.same_prompt_targets
 
-def request_body(model: str, settings: BenchSettings) -> bytes:
-    prompt = PROMPT if settings.unique_prompts else PROMPT.replace(UNIQUE_MARKER, "0")
+
+def request_body(model: str, stream: bool, unique: bool) -> bytes:
+    prompt = PROMPT if unique else PROMPT.replace(UNIQUE_MARKER, "0")
     body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 256}
-    if settings.stream:
+    if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     return orjson.dumps(body)
 
 
-def run_benchmark(settings: BenchSettings) -> tuple[list[Row], Path]:
-    """Run every requested target; returns the rows and the run directory (logs, JSON)."""
-    generator = settings.generator
+def resolve_generator(generator: str) -> str:
     if generator == "auto":
-        generator = "wrk" if wrk_available() else "python"
-    run_dir = RESULTS_DIR / time.strftime("%Y%m%d-%H%M%S")
+        return "wrk" if wrk_available() else "python"
+    return generator
+
+
+def run_benchmark(settings: BenchSettings, run_dir: Path | None = None) -> tuple[list[Row], Path]:
+    """Run every requested target; returns the rows and the run directory (logs, JSON).
+
+    Each target is started, measured and stopped before the next one starts: an idle
+    peer must not hold memory or wake-ups while another target is measured.
+    """
+    generator = resolve_generator(settings.generator)
+    run_dir = run_dir or RESULTS_DIR / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    started: list[ManagedProcess] = []
     rows: list[Row] = []
+    mock, mock_port = start_mock(settings.mock, run_dir)
     try:
-        mock, mock_port = start_mock(settings.mock, run_dir)
-        started.append(mock)
         for name in settings.targets:
-            try:
-                target = _start_target(name, mock_port, run_dir, settings)
-            except Exception as error:  # a target that cannot start is reported, not fatal
-                rows.append(Row(name, None, note=str(error).splitlines()[0]))
-                continue
-            if target.process is not None:
-                started.append(target.process)
-            try:
-                rows.append(_measure(target, mock, generator, settings))
-            except Exception as error:  # e.g. the gateway died under load: keep the other rows
-                log = target.process.log_path if target.process else mock.log_path
-                rows.append(Row(target.name, None, note=f"{str(error).splitlines()[0]} (see {log})"))
+            rows.append(_run_target(name, mock, mock_port, run_dir, generator, settings))
     finally:
-        for process in reversed(started):
-            process.stop()
+        mock.stop()
+    record = asdict(settings) | {"generator": generator, "same_prompt_targets": sorted(settings.same_prompt_targets)}
     (run_dir / "results.json").write_bytes(orjson.dumps(
-        {"settings": asdict(settings) | {"generator": generator}, "rows": [as_dict(r) for r in rows]},
-        option=orjson.OPT_INDENT_2, default=str))
+        {"settings": record, "rows": [as_dict(r) for r in rows]}, option=orjson.OPT_INDENT_2, default=str))
     return rows, run_dir
+
+
+def _run_target(name: str, mock: ManagedProcess, mock_port: int, run_dir: Path, generator: str,
+                settings: BenchSettings) -> Row:
+    """One row: start the target, measure it, stop it. Failures become "not run" rows."""
+    label = name if settings.unique_for(name) or not settings.unique_prompts else f"{name} (same prompt)"
+    try:
+        target = _start_target(name, mock_port, run_dir, settings)
+    except Exception as error:  # a target that cannot start is reported, not fatal
+        return Row(label, None, note=str(error).splitlines()[0])
+    if label != name:
+        target.name = f"{target.name} (same prompt)"
+    try:
+        return _measure(target, mock, generator, settings, settings.unique_for(name))
+    except Exception as error:  # e.g. the gateway died under load: keep the other rows
+        log = target.process.log_path if target.process else mock.log_path
+        return Row(target.name, None, note=f"{str(error).splitlines()[0]} (see {log})")
+    finally:
+        if target.process is not None:
+            target.process.stop()
 
 
 def _start_target(name: str, mock_port: int, run_dir: Path, settings: BenchSettings) -> Target:
@@ -98,8 +128,9 @@ def _start_target(name: str, mock_port: int, run_dir: Path, settings: BenchSetti
                      "litellm, portkey)")
 
 
-def _measure(target: Target, mock: ManagedProcess, generator: str, settings: BenchSettings) -> Row:
-    body = request_body(target.model, settings)
+def _measure(target: Target, mock: ManagedProcess, generator: str, settings: BenchSettings,
+             unique: bool) -> Row:
+    body = request_body(target.model, settings.stream, unique)
     headers = {"Content-Type": "application/json", **target.headers}
     problem = _check(target, body, headers)
     if problem:
@@ -109,12 +140,20 @@ def _measure(target: Target, mock: ManagedProcess, generator: str, settings: Ben
         run_load(LoadSpec(target.url, body, headers, settings.connections, settings.warmup), generator)
     gateway_before = target.process.cpu_seconds() if target.process else 0.0
     mock_before = mock.cpu_seconds()
+    probe = TtftProbe(target.url, body, headers, settings.duration) if settings.stream else None
+    if probe is not None:
+        probe.start()
     result = run_load(spec, generator)
+    ttft = probe.join() if probe is not None else None
     mock_cpu = mock.cpu_seconds() - mock_before
     gateway_cpu = target.process.cpu_seconds() - gateway_before if target.process else None
+    # the probe's requests cost CPU too: count them in the per-request figures
+    served = result.requests + (ttft.samples + ttft.errors if ttft else 0)
     return Row(target.name, result,
-               gateway_cpu_s_per_1k=_per_thousand(gateway_cpu, result),
-               mock_cpu_s_per_1k=_per_thousand(mock_cpu, result))
+               gateway_cpu_s_per_1k=_per_thousand(gateway_cpu, served),
+               mock_cpu_s_per_1k=_per_thousand(mock_cpu, served),
+               ttft=ttft,
+               peak_rss_mb=target.process.peak_rss_mb() if target.process else None)
 
 
 def _check(target: Target, body: bytes, headers: dict[str, str]) -> str:
@@ -129,16 +168,23 @@ def _check(target: Target, body: bytes, headers: dict[str, str]) -> str:
     return ""
 
 
-def _per_thousand(cpu_seconds: float | None, result: LoadResult) -> float | None:
-    if cpu_seconds is None or not result.requests:
+def _per_thousand(cpu_seconds: float | None, requests: int) -> float | None:
+    if cpu_seconds is None or not requests:
         return None
-    return cpu_seconds / result.requests * 1000
+    return cpu_seconds / requests * 1000
+
+
+def describe(settings: BenchSettings) -> str:
+    """One line saying what a table measured."""
+    mode = "stream" if settings.stream else "non-stream"
+    prompts = "unique prompts" if settings.unique_prompts else "one identical prompt"
+    pacing = f", paced at {settings.mock.tokens_per_second:g} tokens/s" if settings.mock.tokens_per_second else ""
+    return (f"chat completions, {mode}, {prompts}, {settings.connections} connections, {settings.duration:g} s "
+            f"(+{settings.warmup:g} s warm-up) per target, mock latency {settings.mock.latency_ms:g} ms, "
+            f"{settings.mock.output_tokens} output tokens{pacing}, {resolve_generator(settings.generator)}")
 
 
 def print_report(rows: list[Row], run_dir: Path, settings: BenchSettings) -> None:
-    mode = "stream" if settings.stream else "non-stream"
-    print(f"\nchat completions, {mode}, {settings.connections} connections, {settings.duration:g}s "
-          f"(+{settings.warmup:g}s warm-up), mock latency {settings.mock.latency_ms:g} ms, "
-          f"{settings.mock.output_tokens} output tokens, tokens/s {settings.mock.tokens_per_second:g}\n")
-    print(markdown_table(rows))
+    print(f"\n{describe(settings)}\n")
+    print(markdown_table(rows, settings.stream))
     print(f"\nlogs and results.json in {run_dir}")

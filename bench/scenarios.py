@@ -1,0 +1,62 @@
+"""The suite's scenarios, as data: one scenario is one run and one table.
+
+A new Sluice variant is one more name here (`sluice:<name>` reads
+`bench/configs/<name>.yaml`); a new scenario is one more `Scenario`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.run import BenchSettings
+from bench.targets import MockSettings
+
+PEERS = ("litellm", "portkey")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str  # what --scenarios selects
+    title: str
+    targets: tuple[str, ...]
+    stream: bool = False
+    latency_ms: float = 0.0
+    tokens_per_second: float = 0.0
+    output_tokens: int = 16
+    same_prompt: bool = False  # every target gets one identical prompt
+    same_prompt_targets: tuple[str, ...] = ()  # only these do (a cache hit next to provider calls)
+
+    def settings(self, duration: float, warmup: float, connections: int, generator: str) -> BenchSettings:
+        return BenchSettings(
+            targets=self.targets, duration=duration, warmup=warmup, connections=connections, stream=self.stream,
+            unique_prompts=not self.same_prompt, same_prompt_targets=frozenset(self.same_prompt_targets),
+            generator=generator, mock=MockSettings(self.latency_ms, self.tokens_per_second, self.output_tokens),
+        )
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("a", "Non-streaming chat, 0 ms provider",
+             ("direct", "sluice:bare", "sluice:traced", "sluice:cache-semantic", "sluice:guardrails", *PEERS)),
+    Scenario("b", "Exact cache hits (one identical prompt), 0 ms provider",
+             ("direct", "sluice:cache-exact"), same_prompt=True),
+    Scenario("c", "Streaming chat, 0 ms provider",
+             ("direct", "sluice:bare", "sluice:traced", *PEERS), stream=True),
+    Scenario("d", "Non-streaming chat, 200 ms provider (cache-exact: hits of one identical prompt)",
+             ("direct", "sluice:bare", "sluice:traced", "sluice:cache-exact", *PEERS),
+             latency_ms=200, same_prompt_targets=("sluice:cache-exact",)),
+    Scenario("e", "Streaming chat, 200 ms provider, 32 tokens paced at 50 tokens/s",
+             ("direct", "sluice:bare", "sluice:traced", "litellm"), stream=True,
+             latency_ms=200, tokens_per_second=50, output_tokens=32),
+)
+
+
+def select(keys: str | None, scenarios: tuple[Scenario, ...] = SCENARIOS) -> list[Scenario]:
+    """`"a,c"` -> those scenarios in table order; None or "" -> all. Unknown keys raise."""
+    if not keys:
+        return list(scenarios)
+    wanted = [key.strip() for key in keys.split(",") if key.strip()]
+    known = {scenario.key for scenario in scenarios}
+    unknown = [key for key in wanted if key not in known]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return [scenario for scenario in scenarios if scenario.key in wanted]

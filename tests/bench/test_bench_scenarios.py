@@ -1,0 +1,44 @@
+"""The scenario table: selection, settings, and every Sluice variant having its config."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.machine import cpu_model, mem_total_kib
+from bench.scenarios import SCENARIOS, select
+from bench.targets import CONFIGS_DIR
+
+
+def test_select_keeps_table_order_and_rejects_unknown_keys() -> None:
+    assert [s.key for s in select("c, a")] == ["a", "c"]
+    assert [s.key for s in select("")] == [s.key for s in SCENARIOS]
+    with pytest.raises(ValueError, match="unknown scenario"):
+        select("a,z")
+
+
+def test_every_sluice_variant_has_a_config_and_direct_comes_first() -> None:
+    for scenario in SCENARIOS:
+        assert scenario.targets[0] == "direct", scenario.key
+        for name in scenario.targets:
+            if name.startswith("sluice:"):
+                assert (CONFIGS_DIR / f"{name.partition(':')[2]}.yaml").exists(), name
+        assert set(scenario.same_prompt_targets) <= set(scenario.targets)
+
+
+def test_scenario_settings() -> None:
+    by_key = {s.key: s for s in SCENARIOS}
+    hits = by_key["b"].settings(1, 0, 16, "wrk")
+    assert not hits.unique_prompts and not hits.unique_for("sluice:cache-exact")
+    mixed = by_key["d"].settings(1, 0, 16, "wrk")
+    assert mixed.mock.latency_ms == 200
+    assert mixed.unique_for("sluice:bare") and not mixed.unique_for("sluice:cache-exact")
+    paced = by_key["e"].settings(3, 1, 8, "python")
+    assert paced.stream and (paced.mock.tokens_per_second, paced.mock.output_tokens) == (50, 32)
+    assert (paced.duration, paced.warmup, paced.connections, paced.generator) == (3, 1, 8, "python")
+
+
+def test_machine_facts_from_proc_text() -> None:
+    cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\nprocessor\t: 1\n"
+    assert cpu_model(cpuinfo) == "AMD EPYC 7B13"
+    assert cpu_model("processor\t: 0\nBogoMIPS\t: 50.00\n") == ""
+    assert mem_total_kib("MemTotal:       24684092 kB\nMemFree:  1 kB\n") == 24684092
