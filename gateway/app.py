@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import orjson
@@ -138,6 +140,15 @@ class HotPathRouter:
                 await endpoint(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+WORKER_CONFIG_ENV = "SLUICE_WORKER_CONFIG"
+
+
+def app_from_environment() -> HotPathRouter:
+    """uvicorn's app factory in each worker of `sluice serve --workers N`: the config the
+    parent resolved (file, environment keys or the built-in mock), as JSON in a 0600 file."""
+    return create_app(SluiceConfig.model_validate_json(Path(os.environ[WORKER_CONFIG_ENV]).read_text()))
 
 
 def create_app(cfg: SluiceConfig) -> HotPathRouter:

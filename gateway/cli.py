@@ -54,9 +54,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.app import create_app
     cfg = resolve_config(args.config)
+    workers = args.workers or cfg.server.workers
+    if workers > 1:
+        return _serve_workers(cfg, args, workers)
     app = create_app(cfg)
     uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", log_level=args.log_level,
                 access_log=False, lifespan="on")
+    return 0
+
+
+def _serve_workers(cfg: SluiceConfig, args: argparse.Namespace, workers: int) -> int:
+    """N uvicorn workers sharing nothing but the telemetry collector, which this process
+    starts first (the embedded chDB admits one process) and stops last (flushing)."""
+    import tempfile
+
+    import uvicorn
+
+    from gateway.app import WORKER_CONFIG_ENV
+    from telemetry.collector import CollectorProcess
+    from telemetry.service import COLLECTOR_SOCKET_ENV
+
+    tel = cfg.telemetry
+    if tel.enabled and tel.writer == "thread" and not tel.clickhouse_url:
+        raise ConfigError("telemetry.writer: thread with the embedded ClickHouse (chDB) allows one worker; "
+                          "use writer: process (the default) or a ClickHouse server URL")
+    fd, config_path = tempfile.mkstemp(prefix="sluice-config-", suffix=".json")   # 0600: it holds keys
+    collector = None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(cfg.model_dump_json())
+        os.environ[WORKER_CONFIG_ENV] = config_path
+        if tel.enabled and tel.writer == "process":
+            collector = CollectorProcess(tel, cfg.resolved_data_dir())
+            collector.start()
+            os.environ[COLLECTOR_SOCKET_ENV] = str(collector.socket_path)
+        logger.info("starting %d workers", workers)
+        uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, host=args.host,
+                    port=args.port, loop="uvloop", http="httptools", log_level=args.log_level, access_log=False,
+                    lifespan="on")
+    finally:
+        if collector is not None:
+            collector.stop()          # after every worker has flushed its queue into it
+        os.unlink(config_path)
     return 0
 
 
@@ -121,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes (default: server.workers, 1); telemetry goes through one collector")
     serve.set_defaults(func=cmd_serve)
 
     mock = sub.add_parser("mock-upstream", help="run the mock model provider (OpenAI + Anthropic wire formats)")
