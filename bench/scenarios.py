@@ -47,6 +47,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("e", "Streaming chat, 200 ms provider, 32 tokens paced at 50 tokens/s",
              ("direct", "sluice:bare", "sluice:traced", "litellm"), stream=True,
              latency_ms=200, tokens_per_second=50, output_tokens=32),
+    Scenario("f", "Worker processes (`--workers 2`), non-streaming chat, 0 ms provider",
+             ("direct", "sluice:bare", "sluice:bare-2w", "sluice:traced", "sluice:traced-2w")),
 )
 
 
