@@ -91,13 +91,22 @@ class AttributeEncoder:
             return out
         secret_key = self._secret_key
         for key, value in _plain_items(attributes):
-            text = value if value.__class__ is str else _as_string(value)
+            cls = value.__class__
+            if cls is str:
+                # Only a string can carry a bearer token under an innocent-looking key.
+                text = REDACTED if value.startswith(_BEARER) else value
+            elif cls is int:
+                text = str(value)
+            elif cls is float:
+                text = repr(value)
+            else:
+                text = _as_string(value)
             secret = secret_key.get(key)
             if secret is None:
                 secret = _SECRET_NAME.search(key) is not None
                 if len(secret_key) < self._MEMO_MAX:
                     secret_key[key] = secret
-            out[key] = REDACTED if secret or text.startswith(_BEARER) else text
+            out[key] = REDACTED if secret else text
         return out
 
 
