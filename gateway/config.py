@@ -95,7 +95,7 @@ class KeyConfig(_Strict):
 
 class ServerConfig(_Strict):
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
-    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"   # measured: docs/benchmarks.md
+    upstream_client: Literal["http1", "aiohttp", "httpx"] = "http1"   # measured: docs/benchmarks.md
     max_upstream_connections: int = Field(1000, ge=1)
     # Worker processes, shared nothing but the telemetry collector (`sluice serve --workers`).
     workers: int = Field(1, ge=1)

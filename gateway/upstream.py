@@ -29,6 +29,7 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
+from gateway import http1
 from gateway.config import Timeouts
 from gateway.providers.base import UpstreamRequest
 
@@ -265,4 +266,62 @@ class HttpxUpstream:
         await self._client.aclose()
 
 
-UPSTREAM_CLIENTS = {"aiohttp": AiohttpUpstream, "httpx": HttpxUpstream}
+def _http1_error(exc: BaseException) -> UpstreamError:
+    if isinstance(exc, http1.ConnectError):
+        return UpstreamError("connect_error")
+    if isinstance(exc, http1.ReadTimeout):
+        return UpstreamError("timeout")
+    if isinstance(exc, http1.ConnectionDropped):
+        return UpstreamError("connection_dropped")
+    return UpstreamError("connection_error")
+
+
+class _Http1Stream:
+    def __init__(self, response: http1.Response):
+        self._response = response
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.iter_chunks():
+                yield chunk
+        except http1.Http1Error as exc:
+            raise _http1_error(exc) from None
+
+    async def aclose(self) -> None:
+        self._response.release()    # pooled again only if the body was read whole
+
+
+class Http1Upstream:
+    """`gateway.http1`: keep-alive HTTP/1.1 over asyncio protocols, httptools' parser."""
+
+    def __init__(self, max_connections: int = 1000):
+        self._pool = http1.Http1Pool(max_connections)
+
+    async def send(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
+        try:
+            resp = await self._pool.request(req.url, req.headers, req.body, connect_s=timeouts.connect_s,
+                                            read_s=timeouts.read_s, total_s=timeouts.total_s)
+            body = await resp.read()
+        except (http1.Http1Error, ValueError) as exc:
+            raise _http1_error(exc) from None
+        if resp.status >= 300:
+            raise _status_error(resp.status, resp.headers, body)
+        return UpstreamResponse(resp.status, resp.headers, body)
+
+    async def open_stream(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamStream:
+        # A stream's total time is not bounded (long answers are fine); connect and each read are.
+        try:
+            resp = await self._pool.request(req.url, req.headers, req.body, connect_s=timeouts.connect_s,
+                                            read_s=timeouts.read_s, total_s=None)
+            if resp.status >= 300:
+                body = await resp.read()
+                raise _status_error(resp.status, resp.headers, body)
+        except (http1.Http1Error, ValueError) as exc:
+            raise _http1_error(exc) from None
+        return _Http1Stream(resp)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+UPSTREAM_CLIENTS = {"http1": Http1Upstream, "aiohttp": AiohttpUpstream, "httpx": HttpxUpstream}
