@@ -36,7 +36,8 @@ class Scenario:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("a", "Non-streaming chat, 0 ms provider",
-             ("direct", "sluice:bare", "sluice:traced", "sluice:cache-semantic", "sluice:guardrails", *PEERS)),
+             ("direct", "sluice:bare", "sluice:aiohttp", "sluice:traced", "sluice:rows-only", "sluice:cache-semantic",
+              "sluice:guardrails", *PEERS)),
     Scenario("b", "Exact cache hits (one identical prompt), 0 ms provider",
              ("direct", "sluice:cache-exact"), same_prompt=True),
     Scenario("c", "Streaming chat, 0 ms provider",
