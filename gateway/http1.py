@@ -13,8 +13,10 @@ CA store), keep-alive pools per origin with a total connection limit, Content-Le
 chunked responses, streaming bodies, connect / read (between bytes) / total timeouts, and
 one transparent retry when a kept-alive connection turns out to be closed before any byte
 of the answer arrived (the server had dropped it while idle, so it never saw the request).
-What it leaves out on purpose: redirects, cookies, proxies, compression negotiation
-(no Accept-Encoding is sent, so bodies come back plain), HTTP/2.
+What it leaves out on purpose: redirects, cookies, proxies (HTTP(S)_PROXY is not read; the
+aiohttp client does not read it either), compression negotiation (no Accept-Encoding is
+sent, so bodies come back plain), HTTP/2, and responses delimited only by the connection
+closing (providers send Content-Length or chunked bodies).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def origin_of(url: str) -> Origin:
         default = 443 if parts.scheme == "https" else 80
         port = parts.port or default
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = parts.hostname if port == default else f"{parts.hostname}:{port}"
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname    # IPv6 literal
+        host_header = host if port == default else f"{host}:{port}"
         cached = Origin(parts.scheme, parts.hostname, port, target, host_header)
         if len(_ORIGINS) < 10_000:
             _ORIGINS[url] = cached

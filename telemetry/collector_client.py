@@ -34,7 +34,7 @@ from telemetry.span_recorder import TraceFacts, span_count
 log = logging.getLogger("sluice.telemetry")
 
 _STATS_EVERY_S = 1.0
-_RECONNECT_MAX_S = 5.0
+_RECONNECT_MAX_S = 60.0
 _DROP_LOG_EVERY_S = 10.0
 
 
@@ -249,9 +249,12 @@ class CollectorClient:
             self._reconnect_wait = 0.1
             log.info("telemetry: connected to the collector at %s", self.socket_path)
         except Exception as exc:
+            # Backing off up to a minute: a collector that keeps dying at start must not turn
+            # into a process spawned every few seconds (each start imports pyarrow and chDB).
             self._next_connect = now + self._reconnect_wait
             self._reconnect_wait = min(self._reconnect_wait * 2, _RECONNECT_MAX_S)
-            log.debug("telemetry: collector not reachable yet: %s", exc)
+            log.warning("telemetry: collector not reachable (%s); next try in %.1fs", exc,
+                        self._reconnect_wait)
         return self._sock
 
     def _lost_connection(self, exc: BaseException) -> None:

@@ -260,3 +260,12 @@ def self_signed_certificate(directory):
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def test_origins_parse_once_with_the_right_host_header():
+    from gateway.http1 import origin_of
+    assert origin_of("https://api.openai.com/v1/chat/completions").host_header == "api.openai.com"
+    assert origin_of("http://[::1]:8080/v1/x?api-version=1").host_header == "[::1]:8080"
+    assert origin_of("http://[::1]:8080/v1/x?api-version=1").target == "/v1/x?api-version=1"
+    with pytest.raises(ValueError, match="not an http"):
+        origin_of("ftp://example.com/x")
