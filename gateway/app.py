@@ -66,7 +66,11 @@ class MetricsEndpoint:
         self._gw = gw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body, content_type = self._gw.telemetry.metrics.render()
+        telemetry = self._gw.telemetry
+        if telemetry.client is not None and telemetry.client.shared:    # --workers: all of them
+            body, content_type = await asyncio.to_thread(telemetry.render_metrics)
+        else:
+            body, content_type = telemetry.metrics.render()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", content_type.encode()),
                                 (b"content-length", str(len(body)).encode())]})

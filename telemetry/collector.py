@@ -12,7 +12,9 @@ workers share one embedded chDB, which allows one process per directory.
                                                                         └── TelemetrySink
 
 Messages (tuples): ("data", [(row, trace), ...]) is never answered; ("flush", timeout_s),
-("stats",) and ("report", since, by) are answered with ("ok", value) or ("error", text).
+("stats",), ("report", since, by) and, with `--workers`, ("stats", worker, metrics text) and
+("metrics", worker, metrics text) (`telemetry.metrics_merge`) are answered with
+("ok", value) or ("error", text).
 
 `python -m telemetry.collector --socket PATH --data-dir DIR [--parent-pid PID]` reads the
 `telemetry:` config as JSON on stdin (so a ClickHouse password never shows in `ps`), serves
@@ -41,11 +43,13 @@ from typing import Any
 
 from telemetry.config import TelemetryConfig
 from telemetry.frames import recv_frame, send_frame
+from telemetry.metrics_merge import merge_expositions, writer_exposition
 from telemetry.sink import TelemetrySink
 
 log = logging.getLogger("sluice.telemetry")
 
 _MAX_UNIX_PATH = 100      # sun_path is 108 bytes on Linux, less elsewhere
+_WORKER_METRICS_TTL_S = 10.0   # a worker that stopped pushing (it exited) drops out of /metrics
 
 
 def socket_path_for(data_dir: Path) -> Path:
@@ -92,15 +96,34 @@ class Collector:
         self.sink = sink
         self.stats = stats
         self.instance = f"{os.getpid()}-{time.time_ns()}"   # a restart resets the counters
+        self.worker_metrics: dict[str, tuple[float, bytes]] = {}   # worker -> (when, exposition)
+
+    def _stats(self) -> dict[str, Any]:
+        depth = {w.name: w.depth for w in self.sink.writers}
+        return {"instance": self.instance, "depth": depth, **self.stats.snapshot()}
+
+    def _merged_metrics(self) -> bytes:
+        """Every live worker's metrics (pushed within the last 10 s) and the collector's own."""
+        now = time.monotonic()
+        for worker, (when, _) in list(self.worker_metrics.items()):
+            if now - when > _WORKER_METRICS_TTL_S:
+                del self.worker_metrics[worker]
+        texts = [text for _, text in self.worker_metrics.values()]
+        texts.append(writer_exposition(self._stats(), self.sink.config.queue_max))
+        return merge_expositions(texts)
 
     def answer(self, message: tuple) -> tuple:
         kind = message[0]
         try:
             if kind == "flush":
                 return "ok", self.sink.flush(float(message[1]))
-            if kind == "stats":
-                depth = {w.name: w.depth for w in self.sink.writers}
-                return "ok", {"instance": self.instance, "depth": depth, **self.stats.snapshot()}
+            if kind == "stats":            # ("stats",) or ("stats", worker id, its /metrics text)
+                if len(message) == 3:
+                    self.worker_metrics[message[1]] = (time.monotonic(), message[2])
+                return "ok", self._stats()
+            if kind == "metrics":          # ("metrics", worker id, its /metrics text): all workers'
+                self.worker_metrics[message[1]] = (time.monotonic(), message[2])
+                return "ok", self._merged_metrics()
             if kind == "report":
                 return "ok", self.sink.report(message[1], message[2])
             return "error", f"unknown message {kind!r}"

@@ -16,6 +16,7 @@ counted as dropped (`collector_unavailable`), the queue keeps filling up to `que
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import threading
@@ -46,13 +47,19 @@ class CollectorClient:
     def __init__(
         self, socket_path: Path, *, metrics: GatewayMetrics, queue_max: int,
         owner: CollectorProcess | None = None, interval_s: float = 0.05, max_batch: int = 2000,
+        shared: bool = False,
     ) -> None:
+        """`shared`: one of several workers on a collector their parent runs. Then the
+        collector's counters are not mirrored here but added once to the merged /metrics
+        (`merged_metrics()`), to which this worker pushes its own every second."""
         self.socket_path = Path(socket_path)
         self._metrics = metrics
         self._queue_max = queue_max
         self.owner = owner
         self._interval = interval_s
         self._max_batch = max_batch
+        self.shared = shared
+        self._worker_id = f"{os.getpid()}"
         self._pending: deque[tuple[tuple, TraceFacts | None]] = deque()
         self._calls: queue.SimpleQueue[tuple[tuple, Future]] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -111,6 +118,10 @@ class CollectorClient:
             return bool(self._call(("flush", timeout_s), timeout_s + 1.0))
         except CollectorUnavailable:
             return False
+
+    def merged_metrics(self) -> bytes:
+        """All workers' /metrics merged by the collector, this worker's as of now."""
+        return self._call(("metrics", self._worker_id, self._metrics.render()[0]), 5.0)
 
     def report(self, since: str, by: str) -> str:
         """The `sluice report` table, from the collector's ClickHouse connection."""
@@ -198,13 +209,16 @@ class CollectorClient:
         sock = self._socket()
         if sock is None:
             return
+        message = ("stats", self._worker_id, self._metrics.render()[0]) if self.shared else ("stats",)
         try:
-            send_frame(sock, ("stats",))
+            send_frame(sock, message)
             status, stats = recv_frame(sock)
         except OSError as exc:
             self._lost_connection(exc)
             return
         if status != "ok":
+            return
+        if self.shared:          # the collector's counters appear once, in the merged /metrics
             return
         if stats["instance"] != self._seen.get("instance"):      # a new collector counts from 0
             self._seen = {"instance": stats["instance"], "written": {}, "dropped": {}, "failed": {}}
@@ -269,6 +283,8 @@ class CollectorClient:
         """Rows held for `queue_name`: queued here (requests) plus in the collector's writer."""
         def depth() -> int:
             local = len(self._pending) if queue_name == REQUESTS_QUEUE else 0
+            if self.shared:          # the collector adds its own depth to the merged view
+                return local
             return local + self._remote_depth.get(queue_name, 0)
         return depth
 

@@ -80,7 +80,8 @@ class Telemetry:
         shared = os.environ.get(COLLECTOR_SOCKET_ENV)     # a collector the parent process runs
         owner = None if shared else CollectorProcess(cfg, data_dir)
         path = Path(shared) if shared else socket_path_for(data_dir)
-        client = CollectorClient(path, metrics=metrics, queue_max=cfg.queue_max, owner=owner)
+        client = CollectorClient(path, metrics=metrics, queue_max=cfg.queue_max, owner=owner,
+                                 shared=bool(shared))
         return cls(cfg, metrics=metrics, prices=prices, client=client)
 
     # Live SDK objects of the in-process sink (None with the collector process).
@@ -128,6 +129,17 @@ class Telemetry:
             self.sink.shutdown(timeout_s)
         elif self.client is not None:
             self.client.shutdown(timeout_s)
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        """The /metrics body and content type. One of several workers answers for all of
+        them (merged in the collector; blocking); if the collector cannot, for itself."""
+        body, content_type = self.metrics.render()
+        if self.client is not None and self.client.shared:
+            try:
+                body = self.client.merged_metrics()
+            except (RuntimeError, ValueError) as exc:
+                log.warning("telemetry: /metrics for this worker only: %s", exc)
+        return body, content_type
 
     def report(self, since: str, by: str) -> str:
         """The `sluice report` table (blocking); ValueError for bad arguments."""

@@ -17,6 +17,11 @@ import openai
 from tests.mock_server import free_port
 
 
+def _sample(text: str, name: str, label: str = "") -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and label in line)
+
+
 def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -54,6 +59,13 @@ def test_two_workers_share_one_collector(tmp_path: Path):
         assert report.status_code == 200, report.text
         line = next(row for row in report.text.splitlines() if row.strip().startswith("mock-gpt"))
         assert int(line.split()[1]) == 41          # one worker answers for both: one collector
+        # /metrics, whichever worker answers, counts both workers' requests (merged in the
+        # collector) and the collector's writer counters once.
+        for _ in range(6):
+            with httpx.Client() as fresh:
+                metrics = fresh.get(f"{url}/metrics").text
+            assert _sample(metrics, "sluice_requests_total") == 41
+            assert _sample(metrics, "sluice_telemetry_rows_written_total", 'queue="requests"') == 41
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
