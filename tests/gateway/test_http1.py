@@ -269,3 +269,23 @@ def test_origins_parse_once_with_the_right_host_header():
     assert origin_of("http://[::1]:8080/v1/x?api-version=1").target == "/v1/x?api-version=1"
     with pytest.raises(ValueError, match="not an http"):
         origin_of("ftp://example.com/x")
+
+
+async def test_connection_close_answers_are_not_pooled_and_error_bodies_come_through():
+    answer = (b"HTTP/1.1 429 Too Many Requests\r\nconnection: close\r\nretry-after: 2\r\n"
+              b"content-length: 27\r\n\r\n{\"error\": {\"message\": \"x\"}}")
+
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()           # the client closes: it must not wait for more
+
+    async with Server(handler) as server:
+        pool = Http1Pool()
+        for _ in range(2):
+            response = await pool.request(server.url(), {}, b"{}", connect_s=2, read_s=2, total_s=5)
+            assert (response.status, response.headers["retry-after"]) == (429, "2")
+            assert await response.read() == b'{"error": {"message": "x"}}'
+        assert server.connections == 2 and pool.open_connections == 0
+        await pool.aclose()
