@@ -151,7 +151,8 @@ class BatchWriter(Generic[T]):
         deadline = time.monotonic() + timeout_s
         with self._cond:
             target = self._accepted
-            self._flush_requested = True
+            # Only queued rows need the worker woken early; a batch in flight finishes anyway.
+            self._flush_requested = bool(self._queue)
             self._cond.notify_all()
             while self._done < target:
                 remaining = deadline - time.monotonic()
@@ -205,9 +206,6 @@ class BatchWriter(Generic[T]):
                         return
                     taken = self._take_locked()
                     self._flush_requested = self._flush_requested and bool(self._queue)
-                    if not taken:         # a flush asked while nothing was queued
-                        self._cond.notify_all()
-                        continue
                 batch, count = self._encode_batch(taken)   # outside the lock: put() never waits
                 del taken                 # the items are encoded: do not keep them alive
                 if batch is None:

@@ -61,7 +61,7 @@ class CollectorClient:
         self._max_batch = max_batch
         self._frame_entries = 32                 # adapted so a frame stays near _FRAME_BYTES
         self.shared = shared
-        self._worker_id = f"{os.getpid()}"
+        self._worker_id = str(os.getpid())
         self._pending: deque[tuple[tuple, TraceFacts | None]] = deque()
         self._calls: queue.SimpleQueue[tuple[tuple, Future]] = queue.SimpleQueue()
         self._wake = threading.Event()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -64,8 +65,6 @@ def merge_expositions(texts: Iterable[bytes]) -> bytes:
 
 def writer_exposition(stats: dict, capacity: int) -> bytes:
     """The collector's writer counters and queue depths, named as `GatewayMetrics` names them."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
     written = CounterMetricFamily("sluice_telemetry_rows_written", "Rows/spans written to ClickHouse.",
                                   labels=("queue",))
     dropped = CounterMetricFamily("sluice_telemetry_rows_dropped", "Rows/spans dropped, by reason.",

@@ -186,6 +186,3 @@ class TelemetrySink:
         parse_since(since)
         self.flush(5.0)
         return report(self.connection.get(), self.connection.database, since=since, by=by)
-
-    def depth(self, queue: str) -> int:
-        return {w.name: w for w in self.writers}[queue].depth

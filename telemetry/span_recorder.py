@@ -112,9 +112,6 @@ class TraceStarter:
         decision = self.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.SERVER)
         return TraceIds(trace_id, span_id, known_parent, decision.decision.is_sampled())
 
-    def new_span_id(self) -> int:
-        return self._random.getrandbits(64) or 1
-
 
 class SpanRecorder:
     """Builds `ReadableSpan`s from `TraceFacts` and the request row, and ends them into

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -35,13 +35,6 @@ def _metric(text: str, name: str, **labels) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
-
-
-def _wait(predicate, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
 
 
 def _read_chdb(path: Path, sql: str) -> list:
@@ -68,7 +61,7 @@ def gateway(primary, tmp_path):
     gw.stop()
 
 
-def test_traffic_lands_in_chdb_through_the_collector(gateway, tmp_path):
+def test_traffic_lands_in_chdb_through_the_collector(gateway, tmp_path, wait_for):
     tel = gateway.gateway.telemetry
     assert tel.sink is None and tel.client is not None and tel.client.owner.alive
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
@@ -82,7 +75,8 @@ def test_traffic_lands_in_chdb_through_the_collector(gateway, tmp_path):
     gpt_line = next(line for line in report.text.splitlines() if line.strip().startswith("gpt"))
     assert gpt_line.split()[1] == "6"                          # requests column
     metrics = lambda: httpx.get(f"{gateway.url}/metrics").text      # noqa: E731
-    assert _wait(lambda: _metric(metrics(), "sluice_telemetry_rows_written_total", queue="requests") >= 6)
+    assert wait_for(lambda: _metric(metrics(), "sluice_telemetry_rows_written_total", queue="requests") >= 6,
+                    timeout_s=10)
     assert _metric(metrics(), "sluice_telemetry_rows_written_total", queue="spans") >= 6 * 2
 
     owner = tel.client.owner
@@ -98,7 +92,7 @@ def test_traffic_lands_in_chdb_through_the_collector(gateway, tmp_path):
     assert GATEWAY_KEY not in stored and PRIMARY_KEY not in stored
 
 
-def test_a_dead_collector_degrades_telemetry_not_serving(gateway):
+def test_a_dead_collector_degrades_telemetry_not_serving(gateway, wait_for):
     tel = gateway.gateway.telemetry
     owner = tel.client.owner
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
@@ -108,7 +102,7 @@ def test_a_dead_collector_degrades_telemetry_not_serving(gateway):
     os.kill(owner._process.pid, signal.SIGKILL)
     for i in range(20):                                       # served while it is down
         client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": f"during {i}"}])
-    assert _wait(lambda: owner.restarts >= 1 and owner.alive, timeout_s=30)
+    assert wait_for(lambda: owner.restarts >= 1 and owner.alive, timeout_s=30)
     client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "after"}])
     assert tel.flush(10)
     text = httpx.get(f"{gateway.url}/sluice/report?since=1h&by=model", timeout=30).text
@@ -134,7 +128,6 @@ def test_the_gateway_queue_is_bounded_and_counts_drops(tmp_path):
 def test_collector_answers_report_errors_in_band(tmp_path):
     from telemetry import TelemetryConfig
     from telemetry.collector import CollectorProcess
-    import socket
     proc = CollectorProcess(TelemetryConfig(), tmp_path)
     proc.start()
     try:
