@@ -109,12 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as directory:
         client = open_client(f"chdb://{directory}/clickhouse")
         migrate(client, "sluice", ttl_days=30)
-        span_tables = [SpanArrowCodec().encode(batches[i:i + 40]) for i in range(0, len(batches), 40)]
+        span_codec = SpanArrowCodec()
+        span_tables = [span_codec.encode(batches[i:i + 40]) for i in range(0, len(batches), 40)]
         # The engine works in threads of its own: count the whole process.
         results["collector: chDB insert, rows"] = _cpu_us(
             n, lambda: [client.insert_arrow("llm_requests", t, database="sluice") for t in tables], time.process_time)
         results["collector: chDB insert, spans"] = _cpu_us(
-            n, lambda: [client.insert_arrow("otel_traces", t, database="sluice") for t in span_tables],
+            n, lambda: [span_codec.insert(client, "sluice", t) for t in span_tables],
             time.process_time)
         client.close()
     provider.shutdown()

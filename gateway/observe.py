@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
-
 
 from gateway.context import RequestContext
 from gateway.routing import Router
@@ -94,7 +92,7 @@ class RequestObserver:
         max_tokens = ctx.params.get("max_tokens")
         user = ctx.params.get("user")
         return RequestRecord(
-            timestamp=datetime.fromtimestamp(ctx.start_ns / 1e9, timezone.utc),
+            timestamp=ctx.start_ns // 1000,
             request_id=ctx.request_id, trace_id=ctx.trace_id, span_id=ctx.span_id,
             tenant=ctx.principal.tenant, key_id=ctx.principal.key_id,
             operation=ctx.operation.value, api_format=ctx.api_format.value, public_model=ctx.public_model,

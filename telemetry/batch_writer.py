@@ -120,6 +120,25 @@ class BatchWriter(Generic[T]):
                 self._cond.notify()
             return True
 
+    def put_many(self, items: list[T]) -> int:
+        """`put()` for single-row items under one lock; returns how many were accepted
+        (the rest, past `queue_max`, are dropped and counted)."""
+        with self._cond:
+            if self._stopping:
+                if items:
+                    self._count_drop_locked(len(items), "shutdown")
+                return 0
+            room = max(0, self._queue_max - self._queued - self._in_flight)
+            taken = items if len(items) <= room else items[:room]
+            if len(taken) < len(items):
+                self._count_drop_locked(len(items) - len(taken), "queue_full")
+            self._queue.extend((item, 1) for item in taken)
+            self._queued += len(taken)
+            self._accepted += len(taken)
+            if self._queued >= self._batch_size:
+                self._cond.notify()
+            return len(taken)
+
     @property
     def free_rows(self) -> int:
         """Rows that would be accepted now (a hint: other threads may take them first)."""

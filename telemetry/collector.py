@@ -44,6 +44,7 @@ from typing import Any
 from telemetry.config import TelemetryConfig
 from telemetry.frames import recv_frame, send_frame
 from telemetry.metrics_merge import merge_expositions, writer_exposition
+from telemetry.priority import PriorityGuard, unread_bytes
 from telemetry.sink import TelemetrySink
 
 log = logging.getLogger("sluice.telemetry")
@@ -142,6 +143,13 @@ class _Connection(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         collector = self.server.collector
         sock: socket.socket = self.request
+        self.server.connections.add(sock)
+        try:
+            self._serve(collector, sock)
+        finally:
+            self.server.connections.discard(sock)
+
+    def _serve(self, collector: Collector, sock: socket.socket) -> None:
         while True:
             try:
                 message = recv_frame(sock)
@@ -163,8 +171,9 @@ class _Connection(socketserver.BaseRequestHandler):
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: Path, collector: Collector) -> None:
+    def __init__(self, path: Path, collector: Collector, connections: set[socket.socket]) -> None:
         self.collector = collector
+        self.connections = connections         # open gateway connections (PriorityGuard reads them)
         path.unlink(missing_ok=True)            # a socket left by a process that died
         old_umask = os.umask(0o177)             # the socket is born 0600
         try:
@@ -175,8 +184,13 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 
 def serve(cfg: TelemetryConfig, data_dir: Path, socket_path: Path, *, parent_pid: int | None,
           shutdown_timeout_s: float) -> None:
+    connections: set[socket.socket] = set()
+    guard = PriorityGuard(lambda: sum(unread_bytes(s) for s in list(connections)))
+    # Before any other thread starts: the threads created from here on inherit the policy.
+    if cfg.collector_priority == "idle" and guard.start():
+        log.info("telemetry collector: running at idle CPU priority")
     stats = WriterStats()
-    sink = TelemetrySink.from_config(cfg, data_dir, listener=stats)
+    sink = TelemetrySink.from_config(cfg, data_dir, listener=stats, inline_spans=True)
     collector = Collector(sink, stats)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -184,7 +198,7 @@ def serve(cfg: TelemetryConfig, data_dir: Path, socket_path: Path, *, parent_pid
     # Listen before connecting: gateways connect while ClickHouse is still being opened
     # and migrated; what they send meanwhile waits in the writers' bounded queues.
     sink.start_writers()
-    server = _Server(socket_path, collector)
+    server = _Server(socket_path, collector, connections)
     threading.Thread(target=server.serve_forever, name="sluice-collector-accept", daemon=True).start()
     sink.connect()
     # Everything loaded so far (pyarrow, chDB, clickhouse-connect, the SDK) lives as long
@@ -198,6 +212,7 @@ def serve(cfg: TelemetryConfig, data_dir: Path, socket_path: Path, *, parent_pid
         if parent_pid is not None and os.getppid() != parent_pid:
             log.warning("telemetry collector: the gateway (pid %d) is gone; flushing and exiting", parent_pid)
             break
+    guard.stop()
     server.shutdown()
     server.server_close()
     socket_path.unlink(missing_ok=True)

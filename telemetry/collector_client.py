@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from telemetry.collector import CollectorProcess
-from telemetry.frames import recv_frame, send_frame
+from telemetry.frames import recv_frame, send_data, send_frame
 from telemetry.metrics import GatewayMetrics
 from telemetry.sink import REQUESTS_QUEUE, SPANS_QUEUE
 from telemetry.span_recorder import TraceFacts, span_count
@@ -190,7 +190,7 @@ class CollectorClient:
                 self._pending.extendleft(reversed(batch))
                 return
             try:
-                size = send_frame(sock, ("data", batch))
+                size = send_data(sock, batch)
             except OSError as exc:
                 self._lost_connection(exc)
                 self._dropped(batch, "collector_unavailable")

@@ -50,6 +50,13 @@ class TelemetryConfig(_Strict):
     # process: a collector process writes to ClickHouse (off the gateway's GIL; shared by
     # `--workers`); thread: writer threads inside the gateway process.
     writer: Literal["process", "thread"] = "process"
+    # The collector process's CPU priority (Linux). idle: it runs only on CPU the gateway
+    # and everything else leave free (SCHED_IDLE), so telemetry never takes a core from
+    # requests; if it falls behind (unread data piling up on its socket) it raises itself
+    # to normal until caught up, which needs root or CAP_SYS_NICE; without them it stays
+    # idle, and on a host with no free CPU at all its backlog ends as counted drops in
+    # the gateway. normal: an ordinary process, sharing the CPU with the requests.
+    collector_priority: Literal["idle", "normal"] = "idle"
 
     # The bounded-queue writers (request rows and spans share these settings).
     # Rows per INSERT: ClickHouse wants big, rare inserts. Every insert is a part the

@@ -20,7 +20,9 @@ def _utcnow() -> datetime:
 
 @dataclass(slots=True)
 class RequestRecord:
-    timestamp: datetime = field(default_factory=_utcnow)   # request start, UTC
+    # Request start: a UTC datetime, or epoch microseconds (what the gateway passes: one
+    # datetime less per request, and rows travel to the collector as plain ints).
+    timestamp: datetime | int = field(default_factory=_utcnow)
     request_id: str = ""
     trace_id: str = ""                    # 32 hex chars, same as otel_traces.TraceId
     span_id: str = ""                     # 16 hex chars: the server span of the request
@@ -52,7 +54,7 @@ class RequestRecord:
     guardrail_latency_ms: float | None = None
     prompt_text: str = ""                 # after redaction; "" when logging is off
     completion_text: str = ""
-    prompt_embedding: list[float] = field(default_factory=list)
+    prompt_embedding: list[float] | bytes = field(default_factory=list)  # bytes: float32, once queued
     finish_reason: str = ""
     stream: bool = False
     temperature: float | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import operator
 from array import array
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -40,35 +41,57 @@ ARROW_SCHEMA = pa.schema([(name, ARROW_TYPES.get(name, _STR)) for name in REQUES
 
 
 def _embeddings(values: list[Any]) -> pa.Array:
-    """list<float32> from per-row sequences, via one contiguous float32 buffer."""
+    """list<float32> from per-row float32 bytes (or float sequences), via one contiguous
+    buffer."""
     offsets = array("i", [0])
     chunks = []
     total = 0
     for v in values:
         if len(v):
-            chunk = v if isinstance(v, array) and v.typecode == "f" else array("f", v)
-            chunks.append(chunk.tobytes())
-            total += len(chunk)
+            chunk = v if type(v) is bytes else _float32_bytes(v)
+            chunks.append(chunk)
+            total += len(chunk) // 4
         offsets.append(total)
     flat = pa.py_buffer(b"".join(chunks))
     floats = pa.Array.from_buffers(_F32, total, [None, flat])
     return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), floats)
 
 
+def _float32_bytes(values: Any) -> bytes:
+    return (values if isinstance(values, array) and values.typecode == "f" else array("f", values)).tobytes()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
+
+
+def epoch_us(when: datetime) -> int:
+    """Microseconds since the epoch (naive datetimes are taken as UTC)."""
+    return ((when if when.tzinfo else when.replace(tzinfo=timezone.utc)) - _EPOCH) // _ONE_US
+
+
 _ROW = operator.attrgetter(*REQUEST_COLUMNS)
-_LIST_COLUMNS = tuple(i for i, name in enumerate(REQUEST_COLUMNS)
-                      if name in ("guardrail_actions", "prompt_embedding"))
+_TIMESTAMP = REQUEST_COLUMNS.index("timestamp")
+_ACTIONS = REQUEST_COLUMNS.index("guardrail_actions")
+_EMBEDDING = REQUEST_COLUMNS.index("prompt_embedding")
 
 
 def queued_row(rec: RequestRecord) -> tuple:
-    """The record as the writer queues it: a tuple of atomic values (lists become tuples,
-    the embedding stays a float32 array). The garbage collector stops tracking such a
-    tuple, so thousands of queued rows add nothing to the full collections that set the
-    gateway's p99. (One attrgetter call: 0.5 µs against 2.9 µs for a generator.)"""
+    """The record as the writer queues it: a tuple of ints, floats, strings, None, a tuple
+    of strings (guardrail actions) and bytes (the float32 embedding), the timestamp in epoch
+    microseconds. Plain values keep the tuple out of the garbage collector's tracking (so
+    queued rows add nothing to the full collections that set the gateway's p99) and let
+    the collector's frames use marshal (`telemetry.frames`). One attrgetter call: 0.5 µs
+    against 2.9 µs for a generator."""
     row = _ROW(rec)
-    for i in _LIST_COLUMNS:
-        if type(row[i]) is list:
-            row = row[:i] + (tuple(row[i]),) + row[i + 1:]
+    timestamp, actions, embedding = row[_TIMESTAMP], row[_ACTIONS], row[_EMBEDDING]
+    if type(timestamp) is not int or type(actions) is not tuple or type(embedding) is not bytes:
+        values = list(row)
+        values[_TIMESTAMP] = timestamp if type(timestamp) is int else epoch_us(timestamp)
+        values[_ACTIONS] = tuple(actions)
+        values[_EMBEDDING] = embedding if type(embedding) is bytes else (
+            _float32_bytes(embedding) if len(embedding) else b"")
+        row = tuple(values)
     return row
 
 

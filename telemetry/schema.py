@@ -6,6 +6,13 @@ Tables (all in one database, `sluice` by default):
   ClickHouse exporter table, so Grafana's trace views and existing queries work on it.
 - `otel_traces_trace_id_ts` + `otel_traces_trace_id_ts_mv`: trace id -> time range, the
   lookup table the collector schema uses to find a trace by id quickly.
+- `otel_traces_ingest` + `otel_traces_ingest_mv`: where Sluice's span exporter inserts. A
+  Null table (it stores nothing) whose view writes each block into `otel_traces`, turning
+  the attribute maps, sent as one JSON object per span, into `Map` columns. ClickHouse
+  stringifies values in C++ (numbers, booleans, arrays as JSON) instead of the exporter
+  doing it attribute by attribute in Python: tracing's largest single cost per request
+  (docs/telemetry.md, "Cost of tracing"). Other writers (an OpenTelemetry Collector) keep
+  inserting into `otel_traces` directly.
 - `llm_requests`: the wide table, one row per gateway request (see `records.py`).
 - `sluice_schema_migrations`: which migrations ran.
 
@@ -177,6 +184,39 @@ GROUP BY TraceId""",
     ]
 
 
+def _v4_span_ingest(db: str, ttl_days: int) -> list[str]:
+    attrs = "Map(LowCardinality(String), String)"
+    return [
+        f"""CREATE TABLE IF NOT EXISTS `{db}`.otel_traces_ingest (
+    Timestamp DateTime64(9),
+    TraceId String,
+    SpanId String,
+    ParentSpanId String,
+    TraceState String,
+    SpanName LowCardinality(String),
+    SpanKind LowCardinality(String),
+    ServiceName LowCardinality(String),
+    ResourceAttributesJson LowCardinality(String),
+    ScopeName String,
+    ScopeVersion String,
+    SpanAttributesJson String,
+    Duration UInt64,
+    StatusCode LowCardinality(String),
+    StatusMessage String,
+    Events Nested (Timestamp DateTime64(9), Name LowCardinality(String), Attributes {attrs}),
+    Links Nested (TraceId String, SpanId String, TraceState String, Attributes {attrs})
+) ENGINE = Null""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.otel_traces_ingest_mv
+TO `{db}`.otel_traces
+AS SELECT Timestamp, TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName,
+    JSONExtract(ResourceAttributesJson, '{attrs}') AS ResourceAttributes, ScopeName, ScopeVersion,
+    JSONExtract(SpanAttributesJson, '{attrs}') AS SpanAttributes, Duration, StatusCode, StatusMessage,
+    `Events.Timestamp`, `Events.Name`, `Events.Attributes`,
+    `Links.TraceId`, `Links.SpanId`, `Links.TraceState`, `Links.Attributes`
+FROM `{db}`.otel_traces_ingest""",
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -189,6 +229,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "llm_requests: routing, cache, guardrail, overhead, embedding columns",
               _v2_request_columns),
     Migration(3, "otel_traces_trace_id_ts lookup table and view", _v3_trace_id_lookup),
+    Migration(4, "otel_traces_ingest: span attributes as JSON, mapped by a view", _v4_span_ingest),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

@@ -171,14 +171,14 @@ class Telemetry:
             log_text, cap = self.config.text_policy(rec.tenant)
             if not log_text:
                 rec.prompt_text = rec.completion_text = ""
-                rec.prompt_embedding = []
+                rec.prompt_embedding = b""
             else:
                 if len(rec.prompt_text) > cap:
                     rec.prompt_text = rec.prompt_text[:cap]
                 if len(rec.completion_text) > cap:
                     rec.completion_text = rec.completion_text[:cap]
                 rec.prompt_embedding = (_compact_embedding(rec.prompt_embedding)
-                                        if self.config.log_embeddings else [])
+                                        if self.config.log_embeddings else b"")
             self.metrics.observe_request(rec)
             if self.client is not None:
                 self.client.submit(queued_row(rec), trace)
@@ -204,13 +204,13 @@ class Telemetry:
         return extract_context(headers)
 
 
-def _compact_embedding(embedding: Any) -> Any:
-    """float32 array('f') from a list or numpy vector: 4 bytes a dimension while queued
-    instead of a Python float object each; [] for None or empty."""
+def _compact_embedding(embedding: Any) -> bytes:
+    """float32 bytes from a list, array or numpy vector: 4 bytes a dimension while queued
+    instead of a Python float object each; b"" for None or empty."""
     if embedding is None or len(embedding) == 0:
-        return []
+        return b""
     if isinstance(embedding, array) and embedding.typecode == "f":
-        return embedding
+        return embedding.tobytes()
     if hasattr(embedding, "astype"):             # numpy: no per-element Python objects
-        return array("f", embedding.astype("float32").tobytes())
-    return array("f", embedding)
+        return embedding.astype("float32").tobytes()
+    return array("f", embedding).tobytes()

@@ -9,6 +9,7 @@ ClickHouse.
     ├── submit(row, trace)
     │    ├── row ──────────────────────────────► BatchWriter(llm_requests) ─┐
     │    └── trace ── SpanRecorder ── BatchSpanProcessor ── ClickHouseSpanExporter
+    │                              │  (Inline- in the collector)
     │                              │                         └► BatchWriter(otel_traces)
     │                              └── BatchSpanProcessor ── OTLPSpanExporter (opt.)
     ├── tracer (live SDK spans, for code outside the request path)   │
@@ -19,14 +20,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from telemetry.batch_writer import BatchWriter, WriterListener
 from telemetry.clickhouse import (
@@ -61,7 +61,7 @@ class TelemetrySink:
         request_writer: BatchWriter[tuple],
         span_writer: BatchWriter[pa.RecordBatch],
         tracer_provider: TracerProvider,
-        span_processors: list[BatchSpanProcessor],
+        span_processors: list[SpanProcessor],
         listener: WriterListener,
     ) -> None:
         self.config = cfg
@@ -77,10 +77,12 @@ class TelemetrySink:
     @classmethod
     def from_config(
         cls, cfg: TelemetryConfig, data_dir: Path, *, listener: WriterListener,
-        client_factory: ClientFactory | None = None,
+        client_factory: ClientFactory | None = None, inline_spans: bool = False,
     ) -> "TelemetrySink":
         """Build everything, connect nothing (`start()` does). `listener` hears about rows
-        written and dropped; `client_factory` replaces the URL-based connection (tests)."""
+        written and dropped; `client_factory` replaces the URL-based connection (tests).
+        `inline_spans`: spans reach the ClickHouse exporter on the submitting thread, in
+        `submit_many()`'s batches (the collector), instead of through a processor thread."""
         url = cfg.clickhouse_url or default_url(data_dir)
         database = url_database(url) or cfg.database
         factory = client_factory or partial(
@@ -111,6 +113,7 @@ class TelemetrySink:
             max_queue_size=max(cfg.queue_max, 4096), max_export_batch_size=512,
             schedule_delay_s=min(cfg.flush_interval_s, 0.5),
             on_drop=lambda name, n: listener.rows_dropped(name, n, "processor_queue_full"),
+            inline=frozenset({SPANS_QUEUE}) if inline_spans else frozenset(),
         )
         return cls(cfg, connection=connection, request_writer=request_writer,
                    span_writer=span_writer, tracer_provider=provider,
@@ -145,8 +148,8 @@ class TelemetrySink:
         """Write everything submitted so far (spans and rows); True when done."""
         deadline = time.monotonic() + timeout_s
         ok = True
-        for bsp in self._processors:
-            ok = bsp.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000)) and ok
+        for processor in self._processors:
+            ok = processor.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000)) and ok
         for writer in (self.span_writer, self.request_writer):
             ok = writer.flush(max(0.0, deadline - time.monotonic())) and ok
         return ok
@@ -175,9 +178,11 @@ class TelemetrySink:
         if facts is not None:
             self.spans.record(facts, row)
 
-    def submit_many(self, entries: Iterable[tuple[tuple, TraceFacts | None]]) -> None:
-        for row, facts in entries:
-            self.submit(row, facts)
+    def submit_many(self, entries: list[tuple[tuple, TraceFacts | None]]) -> None:
+        """A batch of requests (a collector frame): rows first, then all of their spans
+        in one hand-over to the processors."""
+        self.request_writer.put_many([row for row, _ in entries])
+        self.spans.record_many(entries)
 
     def report(self, since: str, by: str) -> str:
         """The `sluice report` table, including the requests just submitted (blocking)."""

@@ -1,14 +1,17 @@
 """`ClickHouseSpanExporter`: the SDK's BatchSpanProcessor hands it spans, it queues them.
 
 `export()` runs on the processor's thread: it converts the batch of spans into one Arrow
-record batch and enqueues it into a `BatchWriter` for `otel_traces`; retries, backoff
+record batch and enqueues it into a `BatchWriter` for `otel_traces_ingest`, a Null table
+whose view writes `otel_traces` (`schema.py`); retries, backoff
 while ClickHouse is down, the memory bound and drop counting live in the writer, the same
 machinery as the request rows. Converting at once matters: a queued SDK span is a dozen
 garbage-collected objects, and thousands of them waiting for the next INSERT make every
 full collection (which stops the event loop too) long; a record batch is one object.
 The conversion matches the OpenTelemetry Collector's ClickHouse exporter (hex ids,
 kind/status names, attribute values as strings, arrays as JSON), so tools built for the
-collector's `otel_traces` read Sluice's spans unchanged.
+collector's `otel_traces` read Sluice's spans unchanged. Attribute maps go as one JSON
+object per span, written by orjson and mapped by ClickHouse: stringifying every value in
+Python was most of the exporter's cost.
 
 Secrets: the gateway never puts credentials on spans, but an attribute whose name looks
 like a credential (authorization, api-key, cookie, ...) or whose value is a bearer token
@@ -110,132 +113,149 @@ class AttributeEncoder:
         return out
 
 
+class AttributeJson:
+    """A span's attributes as one JSON object (bytes) for `otel_traces_ingest`.
+
+    orjson writes the whole mapping in C; the table's view stringifies the values in
+    ClickHouse (numbers and booleans as text, arrays as JSON), as the Collector's exporter
+    stores them. The slow path (`AttributeEncoder`, then JSON) is taken only when the
+    mapping holds a key not seen before or one naming a credential, a value that could be
+    a bearer token, or a value orjson rejects. Keys are few and repeat: the check is one
+    set comparison per span.
+    """
+
+    _KNOWN_MAX = 4096
+
+    def __init__(self, encoder: AttributeEncoder) -> None:
+        self.encode = encoder
+        self._safe_keys: set[str] = set()
+
+    def __call__(self, attributes: Any) -> bytes:
+        if not attributes:
+            return b"{}"
+        inner = getattr(attributes, "_dict", attributes)
+        items = inner if isinstance(inner, dict) else dict(attributes)
+        if not items.keys() <= self._safe_keys and not self._learn(items):
+            return orjson.dumps(self.encode(items))
+        try:
+            data = orjson.dumps(items)
+        except TypeError:                    # a value JSON cannot hold as it is
+            return orjson.dumps(self.encode(items))
+        # Any string starting "Bearer " shows up as `"Bearer ` in the JSON (a false alarm
+        # only costs the slow path).
+        if b'"Bearer ' in data or b'"bearer ' in data or b'"BEARER ' in data:
+            return orjson.dumps(self.encode(items))
+        return data
+
+    def _learn(self, items: dict) -> bool:
+        """Remember the new keys; False when one of them names a credential."""
+        safe = True
+        for key in items.keys() - self._safe_keys:
+            if not isinstance(key, str) or _SECRET_NAME.search(key) is not None:
+                safe = False
+            elif len(self._safe_keys) < self._KNOWN_MAX:
+                self._safe_keys.add(key)
+            else:
+                safe = False                 # unknown and unremembered: check it the slow way
+        return safe
+
+
 class _ResourceMemo:
     """The tracer provider has one Resource: convert its attributes once, not per span."""
 
     def __init__(self) -> None:
         self._resource: Resource | None = None
-        self._attrs: dict[str, str] = {}
+        self._json = b"{}"
         self._service = ""
         self.encode_attributes = AttributeEncoder()
+        self.attributes_json = AttributeJson(self.encode_attributes)
 
-    def get(self, resource: Resource) -> tuple[dict[str, str], str]:
+    def get(self, resource: Resource) -> tuple[bytes, str]:
         if resource is not self._resource:
-            self._attrs = self.encode_attributes(resource.attributes)
+            self._json = orjson.dumps(self.encode_attributes(resource.attributes))
             self._service = str(resource.attributes.get("service.name", ""))
             self._resource = resource
-        return self._attrs, self._service
+        return self._json, self._service
 
 
 _MAP = pa.map_(pa.string(), pa.string())
 _TS = pa.timestamp("ns")
 _STR = pa.string()
-SPAN_ARROW_SCHEMA = pa.schema(list(zip(SPAN_COLUMNS, (
-    _TS, _STR, _STR, _STR, _STR, _STR, _STR, _STR, _MAP, _STR, _STR, _MAP, pa.uint64(), _STR,
+_BIN = pa.binary()
+_DICT = pa.dictionary(pa.int32(), _BIN)
+SPAN_INGEST_TABLE = "otel_traces_ingest"
+# otel_traces' columns, but the attribute maps travel as JSON (see `AttributeJson`).
+INGEST_COLUMNS: tuple[str, ...] = tuple(
+    {"ResourceAttributes": "ResourceAttributesJson", "SpanAttributes": "SpanAttributesJson"}.get(c, c)
+    for c in SPAN_COLUMNS)
+SPAN_ARROW_SCHEMA = pa.schema(list(zip(INGEST_COLUMNS, (
+    _TS, _STR, _STR, _STR, _STR, _STR, _STR, _STR, _DICT, _STR, _STR, _BIN, pa.uint64(), _STR,
     _STR, pa.list_(_TS), pa.list_(_STR), pa.list_(_MAP), pa.list_(_STR), pa.list_(_STR),
     pa.list_(_STR), pa.list_(_MAP),
 ), strict=True)))
 _I32 = pa.int32()
 
 
-class _MapColumn:
-    """A Map(String, String) column built from flat keys/values and offsets: converting a
-    list of Python dicts with `pa.array` cost about as much as everything else per span."""
-
-    __slots__ = ("offsets", "keys", "values")
-
-    def __init__(self) -> None:
-        self.offsets = [0]
-        self.keys: list[str] = []
-        self.values: list[str] = []
-
-    def add(self, encoded: dict[str, str]) -> None:
-        self.keys.extend(encoded)
-        self.values.extend(encoded.values())
-        self.offsets.append(len(self.keys))
-
-    def array(self) -> pa.Array:
-        return pa.MapArray.from_arrays(pa.array(self.offsets, type=_I32), pa.array(self.keys, type=_STR),
-                                       pa.array(self.values, type=_STR))
-
-
-def _repeated_map(encoded: dict[str, str], n: int) -> pa.Array:
-    """The same map on every row (the provider's one Resource)."""
-    size = len(encoded)
-    return pa.MapArray.from_arrays(pa.array(range(0, size * n + 1, size) if size else [0] * (n + 1), type=_I32),
-                                   pa.array(list(encoded) * n, type=_STR),
-                                   pa.array(list(encoded.values()) * n, type=_STR))
-
-
 def _empty_lists(n: int, value_type: pa.DataType) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array([0] * (n + 1), type=_I32), pa.array([], type=value_type))
 
 
-def _hex_ids(ids: list[int], width: str) -> list[str]:
-    return [format(i, width) for i in ids]
-
-
 def spans_to_arrow(spans: Sequence[ReadableSpan], memo: _ResourceMemo) -> pa.RecordBatch:
-    """`otel_traces` rows for `spans` as one record batch, built column by column."""
+    """`otel_traces_ingest` rows for `spans` as one record batch, built column by column."""
     n = len(spans)
-    encode = memo.encode_attributes
+    attributes_json = memo.attributes_json
     start: list[int] = []
-    trace_ids: list[int] = []
-    span_ids: list[int] = []
+    trace_ids: list[str] = []
+    span_ids: list[str] = []
     parents: list[str] = []
     states: list[str] = []
     names: list[str] = []
     kinds: list[str] = []
-    scope_names: list[str] = []
-    scope_versions: list[str] = []
     durations: list[int] = []
     statuses: list[str] = []
     messages: list[str] = []
-    attributes = _MapColumn()
-    with_events_or_links = False
-    resource = spans[0].resource if n else None
+    attributes: list[bytes] = []
+    resources: list[int] = []
+    resource_json: dict[bytes, int] = {}
+    services: list[str] = []
+    scope_names: list[str] = []
+    scope_versions: list[str] = []
+    nested = False
     for span in spans:
         ctx = span.context
         begin = span.start_time or 0
         start.append(begin)
-        trace_ids.append(ctx.trace_id)
-        span_ids.append(ctx.span_id)
-        parents.append(format(span.parent.span_id, "016x") if span.parent is not None else "")
+        trace_ids.append(format(ctx.trace_id, "032x"))
+        span_ids.append(format(ctx.span_id, "016x"))
+        parent = span.parent
+        parents.append(format(parent.span_id, "016x") if parent is not None else "")
         states.append(ctx.trace_state.to_header() if ctx.trace_state else "")
         names.append(span.name)
         kinds.append(_KIND.get(span.kind, "Unspecified"))
+        end = span.end_time
+        durations.append(end - begin if end is not None and end > begin else 0)
+        status = span.status
+        statuses.append(_STATUS.get(status.status_code, "Unset"))
+        messages.append(status.description or "")
+        # The SDK's BoundedAttributes itself, not the read-only proxy (see _plain_items).
+        attributes.append(attributes_json(getattr(span, "_attributes", None) or span.attributes))
+        rjson, service = memo.get(span.resource)
+        resources.append(resource_json.setdefault(rjson, len(resource_json)))
+        services.append(service)
         scope = span.instrumentation_scope
         scope_names.append(scope.name if scope else "")
         scope_versions.append((scope.version or "") if scope else "")
-        durations.append(max((span.end_time or begin) - begin, 0))
-        statuses.append(_STATUS.get(span.status.status_code, "Unset"))
-        messages.append(span.status.description or "")
-        # The SDK's BoundedAttributes itself, not the read-only proxy (see _plain_items).
-        attributes.add(encode(getattr(span, "_attributes", None) or span.attributes))
-        with_events_or_links = with_events_or_links or bool(span.events) or bool(span.links)
-        if span.resource is not resource:
-            resource = None
-    if resource is not None:
-        resource_attrs, service = memo.get(resource)
-        resource_column = _repeated_map(resource_attrs, n)
-        services = pa.array([service] * n, type=_STR)
-    else:                                    # several resources in one batch: map them one by one
-        resource_map = _MapColumn()
-        service_names = []
-        for span in spans:
-            attrs, service = memo.get(span.resource)
-            resource_map.add(attrs)
-            service_names.append(service)
-        resource_column = resource_map.array()
-        services = pa.array(service_names, type=_STR)
+        nested = nested or bool(span.events) or bool(span.links)
     arrays = [
-        pa.array(start, type=_TS), pa.array(_hex_ids(trace_ids, "032x"), type=_STR),
-        pa.array(_hex_ids(span_ids, "016x"), type=_STR), pa.array(parents, type=_STR),
-        pa.array(states, type=_STR), pa.array(names, type=_STR), pa.array(kinds, type=_STR), services,
-        resource_column, pa.array(scope_names, type=_STR), pa.array(scope_versions, type=_STR),
-        attributes.array(), pa.array(durations, type=pa.uint64()), pa.array(statuses, type=_STR),
-        pa.array(messages, type=_STR),
-        *(_nested_columns(spans, encode) if with_events_or_links else (
+        pa.array(start, type=_TS), pa.array(trace_ids, type=_STR), pa.array(span_ids, type=_STR),
+        pa.array(parents, type=_STR), pa.array(states, type=_STR), pa.array(names, type=_STR),
+        pa.array(kinds, type=_STR), pa.array(services, type=_STR),
+        pa.DictionaryArray.from_arrays(pa.array(resources, type=pa.int32()),
+                                       pa.array(list(resource_json), type=_BIN)),
+        pa.array(scope_names, type=_STR), pa.array(scope_versions, type=_STR),
+        pa.array(attributes, type=_BIN), pa.array(durations, type=pa.uint64()),
+        pa.array(statuses, type=_STR), pa.array(messages, type=_STR),
+        *(_nested_columns(spans, memo.encode_attributes) if nested else (
             _empty_lists(n, _TS), _empty_lists(n, _STR), _empty_lists(n, _MAP),
             _empty_lists(n, _STR), _empty_lists(n, _STR), _empty_lists(n, _STR), _empty_lists(n, _MAP))),
     ]
@@ -263,7 +283,7 @@ def _nested_columns(spans: Sequence[ReadableSpan], encode: AttributeEncoder) -> 
 class SpanArrowCodec:
     """The `TableCodec` of the span writer: its items are record batches already."""
 
-    table = "otel_traces"
+    table = SPAN_INGEST_TABLE
 
     def encode(self, items: list[pa.RecordBatch]) -> pa.Table:
         return pa.Table.from_batches(items, schema=SPAN_ARROW_SCHEMA)

@@ -115,7 +115,7 @@ class TraceStarter:
 
 class SpanRecorder:
     """Builds `ReadableSpan`s from `TraceFacts` and the request row, and ends them into
-    the span processors."""
+    the span processors (in one batch where a processor takes batches)."""
 
     def __init__(self, resource: Resource | None, processors: Sequence[SpanProcessor]):
         self._resource = resource
@@ -126,37 +126,54 @@ class SpanRecorder:
     def record(self, trace: TraceFacts, row: tuple) -> int:
         """End every span of `trace` into the processors; `row` is the request's
         `llm_requests` row (`queued_row()` order). Returns how many spans."""
+        return self.record_many(((row, trace),))
+
+    def record_many(self, entries: Iterable[tuple[tuple, TraceFacts | None]]) -> int:
+        """`record()` for (row, trace) pairs (a trace of None: not sampled), ending all of
+        their spans together. Returns how many spans."""
+        spans: list[ReadableSpan] = []
+        for row, trace in entries:
+            if trace is not None:
+                self._build(trace, row, spans)
+        for processor in self._processors:
+            on_end_batch = getattr(processor, "on_end_batch", None)
+            if on_end_batch is not None:
+                on_end_batch(spans)
+            else:
+                for span in spans:
+                    processor.on_end(span)
+        return len(spans)
+
+    def _build(self, trace: TraceFacts, row: tuple, out: list[ReadableSpan]) -> None:
         (trace_id, span_id, parent_span_id, parent_remote, name, start_ns, end_ns, error, extras,
          steps, attempts, stream_start_ns) = trace
         outer = (SpanContext(trace_id, parent_span_id, parent_remote, _SAMPLED)
                  if parent_span_id is not None else None)
         server = SpanContext(trace_id, span_id, False, _SAMPLED)
-        self._end(name, server, outer, SpanKind.SERVER, start_ns, end_ns,
-                  server_span_attributes(row, extras), error)
+        span = self._span
+        out.append(span(name, server, outer, SpanKind.SERVER, start_ns, end_ns,
+                        server_span_attributes(row, extras), error))
         for step_name, t0, t1, attrs in steps:
-            self._end(step_name, self._child(trace_id), server, SpanKind.INTERNAL, t0, t1, attrs, None)
+            out.append(span(step_name, self._child(trace_id), server, SpanKind.INTERNAL, t0, t1, attrs, None))
         operation = row[_OPERATION]
         for n, (deployment, provider_type, model, outcome, status, t0, t1) in enumerate(attempts, 1):
             failed = outcome != "ok"
-            self._end(sc.model_span_name(operation, model), self._child(trace_id), server, SpanKind.CLIENT,
-                      t0, t1, attempt_span_attributes(operation, n, deployment, provider_type, model, outcome,
-                                                      status), outcome if failed else None)
+            out.append(span(sc.model_span_name(operation, model), self._child(trace_id), server, SpanKind.CLIENT,
+                            t0, t1, attempt_span_attributes(operation, n, deployment, provider_type, model, outcome,
+                                                            status), outcome if failed else None))
         if stream_start_ns is not None:
-            self._end("sluice.stream", self._child(trace_id), server, SpanKind.INTERNAL, stream_start_ns,
-                      end_ns, None, None)
-        return span_count(trace)
+            out.append(span("sluice.stream", self._child(trace_id), server, SpanKind.INTERNAL, stream_start_ns,
+                            end_ns, None, None))
 
     def _child(self, trace_id: int) -> SpanContext:
         return SpanContext(trace_id, self._random.getrandbits(64) or 1, False, _SAMPLED)
 
-    def _end(self, name: str, context: SpanContext, parent: SpanContext | None, kind: SpanKind,
-             start_ns: int, end_ns: int, attributes: dict[str, Any] | None, error: str | None) -> None:
-        span = ReadableSpan(
+    def _span(self, name: str, context: SpanContext, parent: SpanContext | None, kind: SpanKind,
+              start_ns: int, end_ns: int, attributes: dict[str, Any] | None, error: str | None) -> ReadableSpan:
+        return ReadableSpan(
             name, context, parent, self._resource, attributes or {}, kind=kind, start_time=start_ns,
             end_time=end_ns, status=Status(StatusCode.ERROR, error) if error else _OK,
             instrumentation_scope=self._scope)
-        for processor in self._processors:
-            processor.on_end(span)
 
 
 def span_count(trace: TraceFacts) -> int:

@@ -1,26 +1,34 @@
 """The TracerProvider Sluice owns (never the global one) and W3C context helpers.
 
-Spans go through one BatchSpanProcessor per exporter: ClickHouse always, OTLP when
-configured. The sampler respects the caller's `traceparent` sampled flag and samples new
-root traces at `sample_ratio`; request rows in `llm_requests` are never sampled.
+Spans go through one batching processor per exporter: ClickHouse always, OTLP when
+configured. OTLP (network I/O) gets the SDK's BatchSpanProcessor and its thread. An
+exporter whose `export()` never blocks (the ClickHouse one only converts and queues) can
+instead get an `InlineBatchSpanProcessor`, where the spans' producer hands over whole
+batches (the collector: a frame of requests at a time).
+
+The sampler respects the caller's `traceparent` sampled flag and samples new root traces
+at `sample_ratio`; request rows in `llm_requests` are never sampled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()   # stateless
+_log = logging.getLogger("sluice.telemetry")
 
 
 def _sluice_version() -> str:
@@ -54,20 +62,65 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         super().on_end(span)
 
 
+class InlineBatchSpanProcessor(SpanProcessor):
+    """Exports batches of ended spans on the producer's thread: no queue, no worker thread.
+
+    For an exporter whose `export()` does no I/O (`ClickHouseSpanExporter` converts and
+    enqueues into its bounded writer). A producer that ends spans in bursts calls
+    `on_end_batch()` with all of them; `on_end()` (a live span) exports at once. Measured
+    in the collector, the SDK BatchSpanProcessor's per-span hand-off (a deque, its metrics,
+    an Event, then a second thread converting under the same GIL) cost about as much as
+    building the spans. Exports are serialised: several producer threads may share it.
+    """
+
+    def __init__(self, exporter: SpanExporter, *, max_export_batch_size: int = 512) -> None:
+        self._exporter = exporter
+        self._batch = max(1, max_export_batch_size)
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.on_end_batch((span,))
+
+    def on_end_batch(self, spans: Sequence[ReadableSpan]) -> None:
+        sampled = [s for s in spans if s.context is not None and s.context.trace_flags.sampled]
+        if not sampled or self._shutdown:
+            return
+        with self._lock:
+            for i in range(0, len(sampled), self._batch):
+                try:
+                    self._exporter.export(sampled[i:i + self._batch])
+                except Exception:   # the exporter counts what it drops; keep the producer alive
+                    _log.exception("telemetry: span export failed")
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True                # nothing is held here
+
+    def shutdown(self) -> None:
+        self._shutdown = True
+        self._exporter.shutdown()
+
+
 def build_tracer_provider(
     *, service_name: str, sample_ratio: float, exporters: Mapping[str, SpanExporter],
     max_queue_size: int, max_export_batch_size: int, schedule_delay_s: float,
-    on_drop: Callable[[str, int], None] = lambda name, n: None,
-) -> tuple[TracerProvider, list[BatchSpanProcessor]]:
-    """A provider with one counting BatchSpanProcessor per named exporter; returns both.
+    on_drop: Callable[[str, int], None] = lambda name, n: None, inline: frozenset[str] = frozenset(),
+) -> tuple[TracerProvider, list[SpanProcessor]]:
+    """A provider with one batching processor per named exporter; returns both: a counting
+    BatchSpanProcessor, or an `InlineBatchSpanProcessor` for the names in `inline`.
     `on_drop(name, count)` hears about spans a processor had to drop."""
     resource = Resource.create({"service.name": service_name,
                                 "service.version": _sluice_version()})
     provider = TracerProvider(
         resource=resource, sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
     )
-    processors: list[BatchSpanProcessor] = []
+    processors: list[SpanProcessor] = []
     for name, exporter in exporters.items():
+        if name in inline:
+            processor = InlineBatchSpanProcessor(exporter, max_export_batch_size=max_export_batch_size)
+            provider.add_span_processor(processor)
+            processors.append(processor)
+            continue
         bsp = CountingBatchSpanProcessor(
             exporter,
             on_drop=partial(on_drop, name),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -180,3 +180,38 @@ def test_numpy_embeddings_are_stored(make_telemetry, ch, database):
     got = dict(ch.query(f"SELECT request_id, prompt_embedding FROM `{database}`.llm_requests"
                         ).result_rows)
     assert got == {"np": [0.5, 0.25], "empty": []}
+
+
+def test_queued_rows_are_plain_values():
+    from array import array
+
+    from telemetry.records import REQUEST_COLUMNS
+    from telemetry.request_codec import queued_row
+
+    when = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+    row = queued_row(RequestRecord(timestamp=when, guardrail_actions=["pii:mask"], prompt_embedding=[0.5, 2.0]))
+    at = REQUEST_COLUMNS.index
+    assert row[at("timestamp")] == int(when.timestamp()) * 1_000_000
+    assert row[at("guardrail_actions")] == ("pii:mask",)
+    assert row[at("prompt_embedding")] == array("f", [0.5, 2.0]).tobytes()
+    # What the gateway passes (epoch microseconds) goes through untouched.
+    assert queued_row(RequestRecord(timestamp=123))[at("timestamp")] == 123
+
+
+def test_put_many_takes_what_fits_and_counts_the_rest():
+    from telemetry.batch_writer import BatchWriter
+    from telemetry.clickhouse import ClickHouseConnection
+    from telemetry.request_codec import RequestArrowCodec
+
+    dropped = []
+
+    class Listener:
+        def rows_written(self, queue, n): pass
+        def rows_dropped(self, queue, n, reason): dropped.append((n, reason))
+        def write_failed(self, queue): pass
+
+    writer = BatchWriter(name="requests", codec=RequestArrowCodec(), queue_max=5, batch_size=100,
+                         connection=ClickHouseConnection(lambda: None, "db"), listener=Listener())
+    assert writer.put_many([(i,) for i in range(3)]) == 3
+    assert writer.put_many([(i,) for i in range(4)]) == 2
+    assert writer.depth == 5 and dropped == [(2, "queue_full")]

@@ -24,8 +24,8 @@ def test_fresh_database_is_migrated_to_the_current_version(ch, database):
     assert current_version(ch, database) == 0
     assert migrate(ch, database) == list(range(1, CURRENT_VERSION + 1))
     assert current_version(ch, database) == CURRENT_VERSION
-    assert {"otel_traces", "otel_traces_trace_id_ts", "otel_traces_trace_id_ts_mv",
-            "llm_requests", "sluice_schema_migrations"} <= _tables(ch, database)
+    assert {"otel_traces", "otel_traces_trace_id_ts", "otel_traces_trace_id_ts_mv", "otel_traces_ingest",
+            "otel_traces_ingest_mv", "llm_requests", "sluice_schema_migrations"} <= _tables(ch, database)
 
 
 def test_llm_requests_columns_match_the_record(ch, database):
@@ -64,7 +64,7 @@ def test_migration_from_v1_keeps_rows_and_reaches_the_fresh_schema(ch, database)
               column_names=["timestamp", "request_id", "public_model", "status_code", "latency_ms"],
               database=database)
 
-    assert migrate(ch, database) == [2, 3]
+    assert migrate(ch, database) == [2, 3, 4]
 
     fresh = database + "_fresh"
     try:
@@ -78,7 +78,7 @@ def test_migration_from_v1_keeps_rows_and_reaches_the_fresh_schema(ch, database)
         f"SELECT request_id, latency_ms, gateway_overhead_ms, prompt_embedding, api_format "
         f"FROM `{database}`.llm_requests").result_rows
     assert row == [("req-old", 12.5, None, [], "")]
-    assert "otel_traces_trace_id_ts" in _tables(ch, database)
+    assert {"otel_traces_trace_id_ts", "otel_traces_ingest", "otel_traces_ingest_mv"} <= _tables(ch, database)
 
 
 def test_ttl_is_set_from_config(ch, database):

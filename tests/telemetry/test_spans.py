@@ -171,3 +171,54 @@ def test_span_times_keep_nanoseconds(make_telemetry, ch, database):
                    f"arrayMap(t -> toUnixTimestamp64Nano(t), Events.Timestamp) "
                    f"FROM `{database}`.otel_traces").result_rows
     assert row == [(t0, 200_000_001, [t0 + 76_543_212])]
+
+
+def test_attribute_json_takes_the_fast_path_only_when_it_is_safe():
+    import orjson
+
+    from telemetry.span_exporter import REDACTED, AttributeEncoder, AttributeJson
+
+    to_json = AttributeJson(AttributeEncoder())
+    plain = {"gen_ai.request.model": "m1", "gen_ai.usage.input_tokens": 12, "sluice.fallback": False,
+             "gen_ai.response.finish_reasons": ("stop",), "gen_ai.request.temperature": 0.2}
+    assert orjson.loads(to_json(plain)) == {**plain, "gen_ai.response.finish_reasons": ["stop"]}
+    # Values ClickHouse maps to text later; here they stay JSON values.
+    assert orjson.loads(to_json({"upstream.api_key": "sk-1", "note": "x"})) == {"upstream.api_key": REDACTED,
+                                                                              "note": "x"}
+    assert orjson.loads(to_json({"gen_ai.request.model": "Bearer sk-2"})) == {"gen_ai.request.model": REDACTED}
+    assert orjson.loads(to_json({"note": "a bearer token in the middle is text"}))["note"].startswith("a bearer")
+    # A value orjson refuses: the encoder's strings instead.
+    assert orjson.loads(to_json({"big": 1 << 70})) == {"big": str(1 << 70)}
+    assert to_json({}) == b"{}"
+
+
+def test_inline_processor_exports_batches_on_the_callers_thread():
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    from telemetry.tracing import InlineBatchSpanProcessor
+
+    class Exporter(SpanExporter):
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def export(self, spans):
+            self.batches.append(len(spans))
+            if len(self.batches) == 2:
+                raise RuntimeError("a broken exporter must not reach the producer")
+            return SpanExportResult.SUCCESS
+
+    def span(i: int, sampled: bool = True) -> ReadableSpan:
+        flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+        return ReadableSpan(f"s{i}", SpanContext(i + 1, i + 1, False, flags), start_time=1, end_time=2)
+
+    exporter = Exporter()
+    processor = InlineBatchSpanProcessor(exporter, max_export_batch_size=4)
+    processor.on_end_batch([span(i) for i in range(10)] + [span(99, sampled=False)])
+    assert exporter.batches == [4, 4, 2]
+    processor.on_end(span(11))                           # a live span: exported at once
+    assert exporter.batches[-1] == 1
+    processor.shutdown()
+    processor.on_end(span(12))
+    assert len(exporter.batches) == 4
