@@ -24,6 +24,7 @@ from telemetry import semconv as sc
 from telemetry.span_recorder import TraceFacts, TraceIds
 
 logger = logging.getLogger("sluice.observe")
+_EXTRA_PARAMS = (("top_p", sc.GEN_AI_REQUEST_TOP_P), ("seed", sc.GEN_AI_REQUEST_SEED))
 
 
 class RequestObserver:
@@ -31,6 +32,7 @@ class RequestObserver:
         self._tel = telemetry
         self._traces = telemetry.traces
         self._router = router
+        self._span_names: dict[tuple[str, str], str] = {}
 
     def start(self, ctx: RequestContext, scope: Scope) -> None:
         ctx.trace = self._traces.begin(scope["headers"], scope["path"])
@@ -43,42 +45,54 @@ class RequestObserver:
         except Exception:
             logger.exception("telemetry failed for request %s", ctx.request_id)
 
-    def _ns(self, ctx: RequestContext, t: float) -> int:
-        return ctx.start_ns + int((t - ctx.started) * 1e9)
-
     def _trace(self, ctx: RequestContext, ids: TraceIds) -> TraceFacts:
         """The facts the spans are built from where they are exported (the collector): ids,
         timings and what the request row lacks; no span objects, no attribute dicts."""
-        ns = self._ns
-        steps = tuple((name, ns(ctx, t0), ns(ctx, t1), attrs) for name, t0, t1, attrs in ctx.steps)
-        route = self._router.routes.get(ctx.public_model)
-        attempts = []
-        for attempt in ctx.attempts:
-            if attempt.outcome == "circuit_open":
-                continue
-            dep = route.by_name.get(attempt.deployment) if route else None
-            t0 = ns(ctx, attempt.started)
-            attempts.append((attempt.deployment, dep.provider_type if dep else "", dep.upstream_model if dep else "",
-                             attempt.outcome, attempt.status, t0, t0 + int(attempt.latency_ms * 1e6)))
-        end_ns = ns(ctx, ctx.finished or time.perf_counter())
-        failed = ctx.status >= 500 or bool(ctx.error_type)
+        start_ns, started = ctx.start_ns, ctx.started
+        steps = tuple((name, start_ns + int((t0 - started) * 1e9), start_ns + int((t1 - started) * 1e9), attrs)
+                      for name, t0, t1, attrs in ctx.steps) if ctx.steps else ()
+        attempts = ()
+        if ctx.attempts:
+            route = self._router.routes.get(ctx.public_model)
+            by_name = route.by_name if route else {}
+            facts = []
+            for attempt in ctx.attempts:
+                if attempt.outcome == "circuit_open":
+                    continue
+                dep = by_name.get(attempt.deployment)
+                t0 = start_ns + int((attempt.started - started) * 1e9)
+                facts.append((attempt.deployment, dep.provider_type if dep else "", dep.upstream_model if dep else "",
+                              attempt.outcome, attempt.status, t0, t0 + int(attempt.latency_ms * 1e6)))
+            attempts = tuple(facts)
+        end_ns = start_ns + int(((ctx.finished or time.perf_counter()) - started) * 1e9)
+        error = ctx.error_type or (str(ctx.status) if ctx.status >= 500 else None)
         parent = ids.parent
         return (ids.trace_id, ids.span_id, parent.span_id if parent is not None else None,
                 bool(parent.is_remote) if parent is not None else False,
-                f"{ctx.method} {ctx.path}", ctx.start_ns, end_ns, (ctx.error_type or str(ctx.status)) if failed else None,
-                self._server_extras(ctx), steps, tuple(attempts),
-                ctx.start_ns + int(ctx.ttft_ms * 1e6) if ctx.stream and ctx.ttft_ms is not None else None)
+                self._span_name(ctx.method, ctx.path), start_ns, end_ns, error,
+                self._server_extras(ctx), steps, attempts,
+                start_ns + int(ctx.ttft_ms * 1e6) if ctx.stream and ctx.ttft_ms is not None else None)
+
+    def _span_name(self, method: str, path: str) -> str:
+        """"POST /v1/chat/completions": paths are the gateway's routes, a handful."""
+        name = self._span_names.get((method, path))
+        if name is None:
+            name = f"{method} {path}"
+            if len(self._span_names) < 256:
+                self._span_names[(method, path)] = name
+        return name
 
     @staticmethod
     def _server_extras(ctx: RequestContext) -> dict | None:
-        extras = None
-        if ctx.summary.response_id:
-            extras = {sc.GEN_AI_RESPONSE_ID: ctx.summary.response_id}
-        for key, attr in (("top_p", sc.GEN_AI_REQUEST_TOP_P), ("seed", sc.GEN_AI_REQUEST_SEED)):
-            value = ctx.params.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                extras = extras or {}
-                extras[attr] = value
+        extras = {sc.GEN_AI_RESPONSE_ID: ctx.summary.response_id} if ctx.summary.response_id else None
+        params = ctx.body
+        if params:
+            for key, attr in _EXTRA_PARAMS:
+                value = params.get(key)
+                if value is not None and value.__class__ in (int, float):
+                    if extras is None:
+                        extras = {}
+                    extras[attr] = value
         return extras
 
     def _record(self, ctx: RequestContext, body: dict | None) -> RequestRecord:

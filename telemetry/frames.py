@@ -2,11 +2,15 @@
 
 Data frames (batches of request rows and trace facts) are marshal: the gateway's rows are
 plain tuples of ints, floats, strings, bytes and None (`queued_row()`), and marshal writes
-them about 2.7x faster than pickle (1.15 against 3.1 µs a request, the shipper thread's
-GIL time in the gateway). Everything else (flush, stats, report calls and their answers),
-and a data batch marshal cannot hold, is pickle. Both ends are Sluice processes of the
-same user on a Unix socket in the data directory (mode 0600), never a network peer, so
-nothing untrusted is ever decoded.
+them about 3x faster than pickle. Each entry is encoded on its own when it is queued
+(`pack_entry`), so the request's objects die at once instead of living in the queue
+until the next frame, and the shipper thread only joins bytes (measured: 2 µs less gateway
+CPU a request than encoding the batch in the shipper; docs/telemetry.md). A frame is the
+marshal encoding of a list whose items are those encodings, so the collector decodes it in
+one `marshal.loads`. Everything else (flush, stats, report calls and their answers), and an
+entry marshal cannot hold, is pickle. Both ends are Sluice processes of the same user on a
+Unix socket in the data directory (mode 0600), never a network peer, so nothing untrusted
+is ever decoded.
 
     frame = length (4 bytes, big-endian) | kind (1 byte: m = marshal data, p = pickle) | body
 """
@@ -22,6 +26,25 @@ from typing import Any
 _HEADER = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024        # a corrupt length must not allocate the machine away
 _MARSHAL, _PICKLE = b"m", b"p"
+# marshal's list: "[" and a little-endian int32 count, then the items. Items are encoded
+# with format version 2, which has no back-references, so independently encoded items
+# can be concatenated (versions 3+ number shared objects per dumps() call).
+_LIST_HEAD = struct.Struct("<ci")
+_ENTRY_VERSION = 2
+
+
+def pack_entry(entry: tuple) -> bytes | tuple:
+    """One data entry as marshal bytes for `send_data`, or the entry itself when marshal
+    cannot hold it (it then goes as pickle)."""
+    try:
+        return marshal.dumps(entry, _ENTRY_VERSION)
+    except ValueError:
+        return entry
+
+
+def unpack_entry(packed: bytes | tuple) -> tuple:
+    """The entry `pack_entry` made `packed` from."""
+    return marshal.loads(packed) if type(packed) is bytes else packed
 
 
 def send_frame(sock: socket.socket, message: Any) -> int:
@@ -29,13 +52,14 @@ def send_frame(sock: socket.socket, message: Any) -> int:
     return _send(sock, _PICKLE + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def send_data(sock: socket.socket, entries: list) -> int:
-    """Send a ("data", entries) message, as marshal when it can hold it."""
-    try:
-        body = _MARSHAL + marshal.dumps(entries)
-    except ValueError:                   # an object marshal does not know: pickle it
-        return send_frame(sock, ("data", entries))
-    return _send(sock, body)
+def send_data(sock: socket.socket, packed: list[bytes | tuple]) -> int:
+    """Send `pack_entry()` results as ("data", entries) messages: one marshal frame, and
+    a pickle frame for the entries marshal could not hold. Returns the bytes sent."""
+    blobs = [p for p in packed if type(p) is bytes]
+    size = _send(sock, _MARSHAL + _LIST_HEAD.pack(b"[", len(blobs)) + b"".join(blobs)) if blobs else 0
+    if len(blobs) < len(packed):
+        size += send_frame(sock, ("data", [p for p in packed if type(p) is not bytes]))
+    return size
 
 
 def _send(sock: socket.socket, body: bytes) -> int:

@@ -13,6 +13,8 @@ Tables (all in one database, `sluice` by default):
   doing it attribute by attribute in Python: tracing's largest single cost per request
   (docs/telemetry.md, "Cost of tracing"). Other writers (an OpenTelemetry Collector) keep
   inserting into `otel_traces` directly.
+  Migration 5 drops the v1 skip indexes on attribute keys and resource attributes (they
+  cannot skip anything given the sort order) and keeps fresh inserts in compact parts.
 - `llm_requests`: the wide table, one row per gateway request (see `records.py`).
 - `sluice_schema_migrations`: which migrations ran.
 
@@ -217,6 +219,26 @@ FROM `{db}`.otel_traces_ingest""",
     ]
 
 
+# Skip indexes of v1 that cost inserts and never skip: rows are ordered by (ServiceName,
+# SpanName, time), so every granule of a span name holds the same attribute keys, and the
+# resource attributes are the same for every span of an instance. Measured on chDB with
+# 20,000-span inserts: these three plus wide parts were ~25% of the engine's CPU per span
+# (docs/telemetry.md, "Cost of tracing"). The index on attribute values stays (a search
+# by request or response id skips granules with it), as does the one on trace ids.
+_V5_DROPPED_INDEXES = ("idx_res_attr_key", "idx_res_attr_value", "idx_span_attr_key")
+# A fresh insert of 20,000 spans is ~10 MB: with the default (10 MB) it becomes a wide part
+# of ~130 files. Compact parts (one data file) until merges reach this size.
+_V5_WIDE_PART_BYTES = 64 * 1024 * 1024
+
+
+def _v5_span_insert_cost(db: str, ttl_days: int) -> list[str]:
+    drops = ", ".join(f"DROP INDEX IF EXISTS {name}" for name in _V5_DROPPED_INDEXES)
+    return [
+        f"ALTER TABLE `{db}`.otel_traces {drops}",
+        f"ALTER TABLE `{db}`.otel_traces MODIFY SETTING min_bytes_for_wide_part = {_V5_WIDE_PART_BYTES}",
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -230,6 +252,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _v2_request_columns),
     Migration(3, "otel_traces_trace_id_ts lookup table and view", _v3_trace_id_lookup),
     Migration(4, "otel_traces_ingest: span attributes as JSON, mapped by a view", _v4_span_ingest),
+    Migration(5, "otel_traces: drop skip indexes that never skip, compact parts for inserts",
+              _v5_span_insert_cost),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -31,7 +32,8 @@ from clickhouse_connect.driver.client import Client
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from telemetry.batch_writer import BatchWriter
 
@@ -119,9 +121,9 @@ class AttributeJson:
     orjson writes the whole mapping in C; the table's view stringifies the values in
     ClickHouse (numbers and booleans as text, arrays as JSON), as the Collector's exporter
     stores them. The slow path (`AttributeEncoder`, then JSON) is taken only when the
-    mapping holds a key not seen before or one naming a credential, a value that could be
-    a bearer token, or a value orjson rejects. Keys are few and repeat: the check is one
-    set comparison per span.
+    mapping holds a key naming a credential, a value that could be a bearer token, or a
+    value orjson rejects. Keys are few and repeat, and so do their combinations (a span
+    kind's attribute set): the key check is memoised per tuple of keys.
     """
 
     _KNOWN_MAX = 4096
@@ -129,13 +131,17 @@ class AttributeJson:
     def __init__(self, encoder: AttributeEncoder) -> None:
         self.encode = encoder
         self._safe_keys: set[str] = set()
+        self._shapes: dict[tuple, bool] = {}      # tuple of keys -> no credential among them
 
     def __call__(self, attributes: Any) -> bytes:
         if not attributes:
             return b"{}"
-        inner = getattr(attributes, "_dict", attributes)
-        items = inner if isinstance(inner, dict) else dict(attributes)
-        if not items.keys() <= self._safe_keys and not self._learn(items):
+        items = attributes if type(attributes) is dict else _as_dict(attributes)
+        keys = tuple(items)
+        safe = self._shapes.get(keys)
+        if safe is None:
+            safe = self._check(items, keys)
+        if not safe:
             return orjson.dumps(self.encode(items))
         try:
             data = orjson.dumps(items)
@@ -147,17 +153,24 @@ class AttributeJson:
             return orjson.dumps(self.encode(items))
         return data
 
-    def _learn(self, items: dict) -> bool:
-        """Remember the new keys; False when one of them names a credential."""
+    def _check(self, items: dict, keys: tuple) -> bool:
+        """Whether no key names a credential (remembering keys and the combination)."""
         safe = True
         for key in items.keys() - self._safe_keys:
             if not isinstance(key, str) or _SECRET_NAME.search(key) is not None:
                 safe = False
             elif len(self._safe_keys) < self._KNOWN_MAX:
                 self._safe_keys.add(key)
-            else:
-                safe = False                 # unknown and unremembered: check it the slow way
+        if len(self._shapes) < self._KNOWN_MAX:
+            self._shapes[keys] = safe
         return safe
+
+
+def _as_dict(attributes: Any) -> dict:
+    """A plain dict of an attribute mapping: the SDK's BoundedAttributes keeps one inside
+    (walking it through the Mapping interface is several times slower)."""
+    inner = getattr(attributes, "_dict", None)
+    return inner if isinstance(inner, dict) else dict(attributes)
 
 
 class _ResourceMemo:
@@ -194,73 +207,88 @@ SPAN_ARROW_SCHEMA = pa.schema(list(zip(INGEST_COLUMNS, (
     pa.list_(_STR), pa.list_(_MAP),
 ), strict=True)))
 _I32 = pa.int32()
+_U64 = pa.uint64()
+_EMPTY_VALUES = tuple(pa.array([], type=field.type.value_type) for field in list(SPAN_ARROW_SCHEMA)[15:])
+
+# What the conversion reads from each span, in one C call per span. The SDK's properties
+# are Python functions (one call per field per span, about a third of the conversion);
+# the attributes they return are set once in ReadableSpan.__init__, so read those when
+# this SDK has them (checked on a probe span at import, else the public properties).
+_SPAN_FIELDS = ("context", "parent", "name", "kind", "start_time", "end_time", "status",
+                "resource", "instrumentation_scope", "attributes", "events", "links")
 
 
-def _empty_lists(n: int, value_type: pa.DataType) -> pa.Array:
-    return pa.ListArray.from_arrays(pa.array([0] * (n + 1), type=_I32), pa.array([], type=value_type))
+def _span_fields_getter() -> Callable[[ReadableSpan], tuple]:
+    public = attrgetter(*_SPAN_FIELDS)
+    private = attrgetter(*(f"_{name}" for name in _SPAN_FIELDS))
+    probe = ReadableSpan("probe", SpanContext(1, 2, False), SpanContext(1, 3, False), Resource({"a": 1}),
+                         {"k": "v"}, kind=SpanKind.SERVER, start_time=5, end_time=7,
+                         instrumentation_scope=InstrumentationScope("s"))
+    try:
+        fast = private(probe)
+    except AttributeError:
+        return public
+    slow = public(probe)
+    same = fast[:9] == slow[:9] and dict(fast[9]) == dict(slow[9]) and fast[10:] == slow[10:]
+    return private if same else public
+
+
+_span_fields = _span_fields_getter()
+# SpanKind/StatusCode hash through a Python-level Enum.__hash__; members are singletons,
+# so look them up by identity.
+_KIND_BY_ID = {id(kind): name for kind, name in _KIND.items()}
+_STATUS_BY_ID = {id(code): name for code, name in _STATUS.items()}
+
+
+def _zeros(n: int) -> pa.Array:
+    return pa.Array.from_buffers(_I32, n, [None, pa.py_buffer(bytes(4 * n))])
 
 
 def spans_to_arrow(spans: Sequence[ReadableSpan], memo: _ResourceMemo) -> pa.RecordBatch:
     """`otel_traces_ingest` rows for `spans` as one record batch, built column by column."""
     n = len(spans)
-    attributes_json = memo.attributes_json
-    start: list[int] = []
-    trace_ids: list[str] = []
-    span_ids: list[str] = []
-    parents: list[str] = []
-    states: list[str] = []
-    names: list[str] = []
-    kinds: list[str] = []
-    durations: list[int] = []
-    statuses: list[str] = []
-    messages: list[str] = []
-    attributes: list[bytes] = []
-    resources: list[int] = []
-    resource_json: dict[bytes, int] = {}
-    services: list[str] = []
-    scope_names: list[str] = []
-    scope_versions: list[str] = []
-    nested = False
-    for span in spans:
-        ctx = span.context
-        begin = span.start_time or 0
-        start.append(begin)
-        trace_ids.append(format(ctx.trace_id, "032x"))
-        span_ids.append(format(ctx.span_id, "016x"))
-        parent = span.parent
-        parents.append(format(parent.span_id, "016x") if parent is not None else "")
-        states.append(ctx.trace_state.to_header() if ctx.trace_state else "")
-        names.append(span.name)
-        kinds.append(_KIND.get(span.kind, "Unspecified"))
-        end = span.end_time
-        durations.append(end - begin if end is not None and end > begin else 0)
-        status = span.status
-        statuses.append(_STATUS.get(status.status_code, "Unset"))
-        messages.append(status.description or "")
-        # The SDK's BoundedAttributes itself, not the read-only proxy (see _plain_items).
-        attributes.append(attributes_json(getattr(span, "_attributes", None) or span.attributes))
-        rjson, service = memo.get(span.resource)
-        resources.append(resource_json.setdefault(rjson, len(resource_json)))
-        services.append(service)
-        scope = span.instrumentation_scope
-        scope_names.append(scope.name if scope else "")
-        scope_versions.append((scope.version or "") if scope else "")
-        nested = nested or bool(span.events) or bool(span.links)
+    if n == 0:
+        return pa.RecordBatch.from_pylist([], schema=SPAN_ARROW_SCHEMA)
+    (contexts, parents, names, kinds, starts, ends, statuses, resources, scopes, attributes,
+     events, links) = zip(*map(_span_fields, spans), strict=True)
+    starts = [t or 0 for t in starts]
+    first = resources[0]
+    if all(r is first for r in resources):          # one tracer provider: the usual case
+        rjson, service = memo.get(first)
+        resource_column = pa.DictionaryArray.from_arrays(_zeros(n), pa.array([rjson], type=_BIN))
+        services = pa.array([service] * n, type=_STR)
+    else:
+        pairs = [memo.get(r) for r in resources]
+        index: dict[bytes, int] = {}
+        codes = [index.setdefault(rjson, len(index)) for rjson, _ in pairs]
+        resource_column = pa.DictionaryArray.from_arrays(pa.array(codes, type=_I32),
+                                                         pa.array(list(index), type=_BIN))
+        services = pa.array([service for _, service in pairs], type=_STR)
     arrays = [
-        pa.array(start, type=_TS), pa.array(trace_ids, type=_STR), pa.array(span_ids, type=_STR),
-        pa.array(parents, type=_STR), pa.array(states, type=_STR), pa.array(names, type=_STR),
-        pa.array(kinds, type=_STR), pa.array(services, type=_STR),
-        pa.DictionaryArray.from_arrays(pa.array(resources, type=pa.int32()),
-                                       pa.array(list(resource_json), type=_BIN)),
-        pa.array(scope_names, type=_STR), pa.array(scope_versions, type=_STR),
-        pa.array(attributes, type=_BIN), pa.array(durations, type=pa.uint64()),
-        pa.array(statuses, type=_STR), pa.array(messages, type=_STR),
-        *(_nested_columns(spans, memo.encode_attributes) if nested else (
-            _empty_lists(n, _TS), _empty_lists(n, _STR), _empty_lists(n, _MAP),
-            _empty_lists(n, _STR), _empty_lists(n, _STR), _empty_lists(n, _STR), _empty_lists(n, _MAP))),
+        pa.array(starts, type=_TS),
+        pa.array([format(c.trace_id, "032x") for c in contexts], type=_STR),
+        pa.array([format(c.span_id, "016x") for c in contexts], type=_STR),
+        pa.array(["" if p is None else format(p.span_id, "016x") for p in parents], type=_STR),
+        pa.array([c.trace_state.to_header() if c.trace_state else "" for c in contexts], type=_STR),
+        pa.array(names, type=_STR),
+        pa.array([_KIND_BY_ID.get(id(k), "Unspecified") for k in kinds], type=_STR),
+        services,
+        resource_column,
+        pa.array([s.name if s else "" for s in scopes], type=_STR),
+        pa.array([(s.version or "") if s else "" for s in scopes], type=_STR),
+        # The SDK's BoundedAttributes itself where a span has one (AttributeJson unwraps it).
+        pa.array(list(map(memo.attributes_json, attributes)), type=_BIN),
+        pa.array([end - begin if end is not None and end > begin else 0
+                  for begin, end in zip(starts, ends, strict=True)], type=_U64),
+        pa.array([_STATUS_BY_ID.get(id(s.status_code), "Unset") for s in statuses], type=_STR),
+        pa.array([s.description or "" for s in statuses], type=_STR),
     ]
+    if any(events) or any(links):
+        arrays += _nested_columns(spans, memo.encode_attributes)
+    else:                                           # no span has events or links
+        offsets = _zeros(n + 1)
+        arrays += [pa.ListArray.from_arrays(offsets, values) for values in _EMPTY_VALUES]
     return pa.RecordBatch.from_arrays(arrays, schema=SPAN_ARROW_SCHEMA)
-
 
 def _nested_columns(spans: Sequence[ReadableSpan], encode: AttributeEncoder) -> list[pa.Array]:
     """The Events.* and Links.* columns, for batches where some span has them."""

@@ -32,7 +32,7 @@ def test_migrate_then_report_on_the_embedded_clickhouse(tmp_path):
     config.write_text("providers: {}\nmodels: {}\n")
     migrated = sluice("migrate", data_dir=tmp_path, config=config)
     assert migrated.returncode == 0, migrated.stderr
-    assert "applied migrations [1, 2, 3, 4]" in migrated.stdout
+    assert "applied migrations [1, 2, 3, 4, 5]" in migrated.stdout
     again = sluice("migrate", data_dir=tmp_path, config=config)
     assert "already up to date" in again.stdout
     # No gateway listens on this port: the report opens the embedded chDB itself.

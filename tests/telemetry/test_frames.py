@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import marshal
 import socket
 import threading
 from array import array
@@ -11,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from telemetry import RequestRecord
-from telemetry.frames import recv_frame, send_data, send_frame
+from telemetry.frames import pack_entry, recv_frame, send_data, send_frame, unpack_entry
 from telemetry.records import REQUEST_COLUMNS
 from telemetry.request_codec import queued_row
 
@@ -36,20 +35,28 @@ def test_data_frames_round_trip_as_marshal(pair):
     trace = ((1 << 127) + 5, 7, None, False, "POST /v1/chat/completions", 1, 2, None,
              {"gen_ai.response.id": "x"}, (("sluice.auth", 1, 2, None),), (("d", "openai", "m", "ok", 200, 1, 2),), None)
     entries = [(_row(), trace), (_row(), None)]
-    size = send_data(a, entries)
+    packed = [pack_entry(e) for e in entries]
+    assert all(type(p) is bytes for p in packed)
+    size = send_data(a, packed)
     message = recv_frame(b)
     assert message == ("data", entries)
-    assert size == 1 + len(marshal.dumps(entries))          # the marshal body behind its kind byte
+    # kind byte, marshal's list head ("[" and the count), the entries as packed
+    assert size == 1 + 5 + sum(len(p) for p in packed)
+    assert [unpack_entry(p) for p in packed] == entries
     row = message[1][0][0]
     assert row[REQUEST_COLUMNS.index("timestamp")] == 1_795_521_600_123_456
     assert row[REQUEST_COLUMNS.index("prompt_embedding")] == array("f", [0.5, -1.25]).tobytes()
 
 
-def test_a_batch_marshal_cannot_hold_goes_as_pickle(pair):
+def test_an_entry_marshal_cannot_hold_goes_as_pickle(pair):
     a, b = pair
-    entries = [((datetime(2026, 1, 1, tzinfo=timezone.utc),), None)]   # a datetime: not marshal's
-    send_data(a, entries)
-    assert recv_frame(b) == ("data", entries)
+    odd = ((datetime(2026, 1, 1, tzinfo=timezone.utc),), None)        # a datetime: not marshal's
+    plain = (("r1", 200), None)
+    packed = [pack_entry(plain), pack_entry(odd), pack_entry(plain)]
+    assert packed[1] is odd and unpack_entry(odd) is odd
+    send_data(a, packed)
+    assert recv_frame(b) == ("data", [plain, plain])
+    assert recv_frame(b) == ("data", [odd])
 
 
 def test_calls_are_pickle_both_ways(pair):
@@ -71,7 +78,7 @@ def test_a_frame_of_unknown_kind_or_size_closes_the_connection(pair):
 def test_a_large_frame_arrives_whole(pair):
     a, b = pair
     entries = [(("x" * 1000, i), None) for i in range(5000)]          # ~5 MB: several socket reads
-    sender = threading.Thread(target=send_data, args=(a, entries))
+    sender = threading.Thread(target=send_data, args=(a, [pack_entry(e) for e in entries]))
     sender.start()
     assert recv_frame(b) == ("data", entries)
     sender.join()

@@ -64,7 +64,7 @@ def test_migration_from_v1_keeps_rows_and_reaches_the_fresh_schema(ch, database)
               column_names=["timestamp", "request_id", "public_model", "status_code", "latency_ms"],
               database=database)
 
-    assert migrate(ch, database) == [2, 3, 4]
+    assert migrate(ch, database) == [2, 3, 4, 5]
 
     fresh = database + "_fresh"
     try:
@@ -79,6 +79,19 @@ def test_migration_from_v1_keeps_rows_and_reaches_the_fresh_schema(ch, database)
         f"FROM `{database}`.llm_requests").result_rows
     assert row == [("req-old", 12.5, None, [], "")]
     assert {"otel_traces_trace_id_ts", "otel_traces_ingest", "otel_traces_ingest_mv"} <= _tables(ch, database)
+
+
+def test_span_table_keeps_only_skip_indexes_that_can_skip(ch, database):
+    """v5: the attribute-key and resource indexes are gone; inserts of up to 64 MB are
+    compact parts."""
+    migrate(ch, database, target=4)
+    migrate(ch, database)
+    indexes = {r[0] for r in ch.query(
+        "SELECT name FROM system.data_skipping_indices WHERE database = {db:String} AND table = 'otel_traces'",
+        parameters={"db": database}).result_rows}
+    assert indexes == {"idx_trace_id", "idx_span_attr_value", "idx_duration"}
+    assert f"min_bytes_for_wide_part = {64 * 1024 * 1024}" in ch.command(
+        f"SHOW CREATE TABLE `{database}`.otel_traces")
 
 
 def test_ttl_is_set_from_config(ch, database):

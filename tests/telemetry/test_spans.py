@@ -190,6 +190,45 @@ def test_attribute_json_takes_the_fast_path_only_when_it_is_safe():
     # A value orjson refuses: the encoder's strings instead.
     assert orjson.loads(to_json({"big": 1 << 70})) == {"big": str(1 << 70)}
     assert to_json({}) == b"{}"
+    # The verdict on a combination of keys is remembered, both ways.
+    for _ in range(2):
+        assert orjson.loads(to_json({"upstream.api_key": "sk-3", "note": "y"}))["upstream.api_key"] == REDACTED
+        assert orjson.loads(to_json(plain))["gen_ai.request.model"] == "m1"
+
+
+def test_span_rows_are_the_same_through_the_sdks_public_properties(monkeypatch):
+    """The conversion reads ReadableSpan's fields directly where the SDK has them; through
+    the public properties (the fallback) every column comes out the same."""
+    from operator import attrgetter
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from telemetry import span_exporter as se
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t", "1.2")
+    with tracer.start_as_current_span("parent", kind=SpanKind.SERVER) as parent:
+        with tracer.start_as_current_span("child", kind=SpanKind.CLIENT,
+                                          links=[Link(parent.get_span_context(), {"l": 1})]) as child:
+            child.set_attribute("gen_ai.request.model", "m1")
+            child.add_event("retry", {"attempt": 2})
+            child.set_status(Status(StatusCode.ERROR, "upstream_5xx"))
+    spans = memory.get_finished_spans()
+
+    direct = se.spans_to_arrow(spans, se._ResourceMemo())
+    monkeypatch.setattr(se, "_span_fields", attrgetter(*se._SPAN_FIELDS))
+    public = se.spans_to_arrow(spans, se._ResourceMemo())
+    assert direct.equals(public)
+    child_row, parent_row = direct.to_pylist()
+    assert (child_row["SpanKind"], child_row["StatusCode"], child_row["StatusMessage"]) == \
+        ("Client", "Error", "upstream_5xx")
+    assert child_row["ParentSpanId"] == parent_row["SpanId"] and parent_row["ParentSpanId"] == ""
+    assert child_row["Events.Name"] == ["retry"] and child_row["Links.SpanId"] == [parent_row["SpanId"]]
+    assert (child_row["ScopeName"], child_row["ScopeVersion"]) == ("t", "1.2")
 
 
 def test_inline_processor_exports_batches_on_the_callers_thread():
