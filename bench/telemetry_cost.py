@@ -2,10 +2,11 @@
 
 Builds N requests shaped like the load test's (a bench prompt, one upstream attempt, the
 sampled trace) and times, single-threaded, each step they take on their way to ClickHouse:
-on the gateway side the pickling the shipper does, in the collector unpickling, building the
-SDK spans and handing them to the batch span processor, Arrow encoding of spans and rows,
-and the embedded engine's inserts (chDB, in a temporary directory). Figures are CPU µs per
-request; docs/telemetry.md ("Cost of tracing") quotes them.
+on the gateway side encoding each entry for the collector (on the event loop), in the
+collector decoding a frame, building the SDK spans and handing them to the inline span
+processor, Arrow encoding of spans and rows, and the embedded engine's inserts (chDB, in a
+temporary directory, merges included). Figures are CPU µs per request; docs/telemetry.md
+("Cost of tracing") quotes them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import pickle
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from telemetry.clickhouse import open_client
+from telemetry.frames import pack_entry, recv_frame, send_data
 from telemetry.records import RequestRecord
 from telemetry.request_codec import RequestArrowCodec, queued_row
 from telemetry.schema import migrate
@@ -58,6 +59,41 @@ class _Keep(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+class _Wire:
+    """A socket stand-in that keeps what is sent and hands it back to recv_frame()."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = bytearray(data)
+        self._read = 0
+
+    def sendmsg(self, buffers) -> int:
+        size = 0
+        for buffer in buffers:
+            self.data += buffer
+            size += len(buffer)
+        return size
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+    def recv_into(self, view, size: int) -> int:
+        chunk = self.data[self._read:self._read + size]
+        view[:len(chunk)] = chunk
+        self._read += len(chunk)
+        return len(chunk)
+
+
+def _frame(packed: list) -> bytes:
+    """The bytes `send_data` puts on the socket for `packed`."""
+    wire = _Wire()
+    send_data(wire, packed)
+    return bytes(wire.data)
+
+
+def _decode(frame: bytes) -> list:
+    return recv_frame(_Wire(frame))[1]
+
+
 def _cpu_us(n: int, work: Callable[[], object], clock: Callable[[], float] = time.thread_time) -> float:
     start = clock()
     work()
@@ -74,21 +110,18 @@ def main(argv: list[str] | None = None) -> None:
     gc.collect()
     gc.freeze()                          # as the collector does after start-up
     results: dict[str, float] = {}
-    frame = b""
-
-    def dump() -> None:
-        nonlocal frame
-        frame = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
-
-    results["gateway: pickle (shipper thread)"] = _cpu_us(n, dump)
-    results["collector: unpickle"] = _cpu_us(n, lambda: pickle.loads(frame))
+    packed: list = []
+    results["gateway: encode entries (event loop)"] = _cpu_us(
+        n, lambda: packed.extend(pack_entry(entry) for entry in entries))
+    frames = [_frame(packed[i:i + 1000]) for i in range(0, n, 1000)]
+    results["collector: decode frames"] = _cpu_us(n, lambda: [_decode(frame) for frame in frames])
 
     keep = _Keep()
     provider, processors = build_tracer_provider(
         service_name="sluice", sample_ratio=1.0, exporters={"spans": keep}, max_queue_size=4 * n,
-        max_export_batch_size=512, schedule_delay_s=0.5)
+        max_export_batch_size=512, schedule_delay_s=0.5, inline=frozenset({"spans"}))
     recorder = SpanRecorder(provider.resource, processors)
-    results["collector: SDK spans + batch processor"] = _cpu_us(
+    results["collector: SDK spans + inline processor"] = _cpu_us(
         n, lambda: [recorder.record(trace, row) for row, trace in entries])
     for processor in processors:
         processor.force_flush()

@@ -36,7 +36,6 @@ log = logging.getLogger("sluice.telemetry")
 
 _STATS_EVERY_S = 1.0
 _RECONNECT_MAX_S = 60.0
-_FRAME_BYTES = 96 * 1024
 _DROP_LOG_EVERY_S = 10.0
 
 
@@ -47,7 +46,7 @@ class CollectorUnavailable(RuntimeError):
 class CollectorClient:
     def __init__(
         self, socket_path: Path, *, metrics: GatewayMetrics, queue_max: int,
-        owner: CollectorProcess | None = None, interval_s: float = 0.05, max_batch: int = 2000,
+        owner: CollectorProcess | None = None, interval_s: float = 0.05, max_batch: int = 1000,
         shared: bool = False,
     ) -> None:
         """`shared`: one of several workers on a collector their parent runs. Then the
@@ -59,7 +58,6 @@ class CollectorClient:
         self.owner = owner
         self._interval = interval_s
         self._max_batch = max_batch
-        self._frame_entries = 32                 # adapted so a frame stays near _FRAME_BYTES
         self.shared = shared
         self._worker_id = str(os.getpid())
         self._pending: deque[bytes | tuple] = deque()      # pack_entry((row, trace))
@@ -183,25 +181,17 @@ class CollectorClient:
 
     def _ship(self) -> None:
         while self._pending:
-            n = min(len(self._pending), self._max_batch, self._frame_entries)
+            n = min(len(self._pending), self._max_batch)
             batch = [self._pending.popleft() for _ in range(n)]
             sock = self._socket()
             if sock is None:              # keep them queued (bounded by submit) until it is back
                 self._pending.extendleft(reversed(batch))
                 return
             try:
-                size = send_data(sock, batch)
+                send_data(sock, batch)
             except OSError as exc:
                 self._lost_connection(exc)
                 self._dropped([unpack_entry(p) for p in batch], "collector_unavailable")
-                continue
-            # Keep frames under glibc's mmap threshold: frames of several hundred KB, freed
-            # every 50 ms, made it raise that threshold and serve them from a heap that then
-            # fragmented (RSS crept ~1 MB a minute under load; flat with frames this size).
-            if size > _FRAME_BYTES and self._frame_entries > 1:
-                self._frame_entries = max(1, self._frame_entries // 2)
-            elif size < _FRAME_BYTES // 4 and n == self._frame_entries:
-                self._frame_entries = min(self._max_batch, self._frame_entries * 2)
 
     def _answer(self, message: tuple, future: Future) -> None:
         sock = self._socket()

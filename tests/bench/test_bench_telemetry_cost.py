@@ -14,5 +14,5 @@ def test_telemetry_cost_prints_every_step():
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "300 requests, 600 spans" in done.stdout
-    for step in ("unpickle", "SDK spans", "spans -> Arrow", "rows -> Arrow", "insert, rows", "insert, spans"):
+    for step in ("encode entries", "decode frames", "SDK spans", "spans -> Arrow", "rows -> Arrow", "insert, rows", "insert, spans"):
         assert step in done.stdout

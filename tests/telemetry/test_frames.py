@@ -82,3 +82,25 @@ def test_a_large_frame_arrives_whole(pair):
     sender.start()
     assert recv_frame(b) == ("data", entries)
     sender.join()
+
+
+def test_partial_sends_resume_where_the_kernel_stopped():
+    """sendmsg() may take less than offered; what it left is sent next, in order."""
+    from telemetry.frames import _send_buffers
+
+    class Stingy:
+        def __init__(self):
+            self.data = bytearray()
+            self.calls = 0
+
+        def sendmsg(self, buffers):
+            assert len(buffers) <= 1024
+            self.calls += 1
+            chunk = b"".join(bytes(b) for b in buffers)[:7]      # 7 bytes a call at most
+            self.data += chunk
+            return len(chunk)
+
+    buffers = [bytes([i % 251]) * (i % 13) for i in range(3000)]
+    sock = Stingy()
+    _send_buffers(sock, buffers)
+    assert bytes(sock.data) == b"".join(buffers)
