@@ -20,6 +20,7 @@ is stored as "[REDACTED]" anyway.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -208,7 +209,14 @@ SPAN_ARROW_SCHEMA = pa.schema(list(zip(INGEST_COLUMNS, (
 ), strict=True)))
 _I32 = pa.int32()
 _U64 = pa.uint64()
-_EMPTY_VALUES = tuple(pa.array([], type=field.type.value_type) for field in list(SPAN_ARROW_SCHEMA)[15:])
+
+
+@functools.cache
+def _empty_values() -> tuple[pa.Array, ...]:
+    """Empty value arrays of the Events.*/Links.* columns. Built on first use: the first
+    pa.array() call imports pandas (~45 MB), which the gateway process never needs."""
+    return tuple(pa.array([], type=field.type.value_type) for field in list(SPAN_ARROW_SCHEMA)[15:])
+
 
 # What the conversion reads from each span, in one C call per span. The SDK's properties
 # are Python functions (one call per field per span, about a third of the conversion);
@@ -287,7 +295,7 @@ def spans_to_arrow(spans: Sequence[ReadableSpan], memo: _ResourceMemo) -> pa.Rec
         arrays += _nested_columns(spans, memo.encode_attributes)
     else:                                           # no span has events or links
         offsets = _zeros(n + 1)
-        arrays += [pa.ListArray.from_arrays(offsets, values) for values in _EMPTY_VALUES]
+        arrays += [pa.ListArray.from_arrays(offsets, values) for values in _empty_values()]
     return pa.RecordBatch.from_arrays(arrays, schema=SPAN_ARROW_SCHEMA)
 
 def _nested_columns(spans: Sequence[ReadableSpan], encode: AttributeEncoder) -> list[pa.Array]:

@@ -261,3 +261,15 @@ def test_inline_processor_exports_batches_on_the_callers_thread():
     processor.shutdown()
     processor.on_end(span(12))
     assert len(exporter.batches) == 4
+
+
+def test_the_gateway_does_not_load_pandas():
+    """pyarrow imports pandas (~45 MB of RSS) on its first pa.array() call: nothing the
+    gateway process imports may make that call at import time."""
+    import subprocess
+    import sys
+
+    code = "import sys, gateway.app, gateway.cli; print('pandas' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
