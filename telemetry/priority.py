@@ -2,8 +2,8 @@
 
 On a gateway host the collector's work (building spans, Arrow, the embedded ClickHouse's
 inserts and merges) can wait; requests cannot. At SCHED_IDLE the kernel runs it only on
-CPU nothing else wants, so tracing stops taking cycles from the event loop (measured in
-the bench: traced throughput 72% -> 84% of tracing off, docs/telemetry.md). A collector
+CPU nothing else wants, so tracing takes fewer cycles from the event loop (measured in
+A/B runs: +13% traced throughput, docs/telemetry.md). A collector
 starved that way would fall behind for good on a saturated host, so `PriorityGuard`, a
 thread left at normal priority, watches the unread bytes on the collector's sockets and
 raises the whole process to SCHED_OTHER while a backlog persists, and lowers it again once
