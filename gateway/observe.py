@@ -74,7 +74,8 @@ class RequestObserver:
                 start_ns + int(ctx.ttft_ms * 1e6) if ctx.stream and ctx.ttft_ms is not None else None)
 
     def _span_name(self, method: str, path: str) -> str:
-        """"POST /v1/chat/completions": paths are the gateway's routes, a handful."""
+        """The server span's name, e.g. "POST /v1/chat/completions" (memoised: the paths
+        are the gateway's routes, a handful)."""
         name = self._span_names.get((method, path))
         if name is None:
             name = f"{method} {path}"

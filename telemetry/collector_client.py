@@ -2,7 +2,7 @@
 
 The event loop encodes `(row, trace)` (`frames.pack_entry`, ~1 µs) and appends it to a
 deque (no lock, no wake-up: the shipper looks every `interval_s`). The shipper thread
-joins what accumulated into frames and sends them, answers `flush()`/`report()` calls
+sends what accumulated as frames (one `sendmsg` each), answers `flush()`/`report()` calls
 from other threads over the same socket (the collector handles a connection's messages
 in order, so a flush covers every request submitted before it), and every second mirrors
 the collector's writer counters into this process's metrics.
