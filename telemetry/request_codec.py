@@ -48,7 +48,7 @@ def _embeddings(values: list[Any]) -> pa.Array:
     total = 0
     for v in values:
         if len(v):
-            chunk = v if type(v) is bytes else _float32_bytes(v)
+            chunk = float32_bytes(v)
             chunks.append(chunk)
             total += len(chunk) // 4
         offsets.append(total)
@@ -57,8 +57,18 @@ def _embeddings(values: list[Any]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), floats)
 
 
-def _float32_bytes(values: Any) -> bytes:
-    return (values if isinstance(values, array) and values.typecode == "f" else array("f", values)).tobytes()
+def float32_bytes(values: Any) -> bytes:
+    """An embedding as float32 bytes: 4 bytes a dimension while queued instead of a Python
+    float object each. Takes a list, an array('f') or a numpy vector; b"" for None/empty."""
+    if values is None or len(values) == 0:
+        return b""
+    if type(values) is bytes:
+        return values
+    if isinstance(values, array) and values.typecode == "f":
+        return values.tobytes()
+    if hasattr(values, "astype"):                # numpy: no per-element Python objects
+        return values.astype("float32").tobytes()
+    return array("f", values).tobytes()
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -89,8 +99,7 @@ def queued_row(rec: RequestRecord) -> tuple:
         values = list(row)
         values[_TIMESTAMP] = timestamp if type(timestamp) is int else epoch_us(timestamp)
         values[_ACTIONS] = tuple(actions)
-        values[_EMBEDDING] = embedding if type(embedding) is bytes else (
-            _float32_bytes(embedding) if len(embedding) else b"")
+        values[_EMBEDDING] = float32_bytes(embedding)
         row = tuple(values)
     return row
 

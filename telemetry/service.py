@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
-from array import array
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -38,7 +36,7 @@ from telemetry.config import TelemetryConfig
 from telemetry.metrics import GatewayMetrics
 from telemetry.pricing import PriceTable
 from telemetry.records import RequestRecord
-from telemetry.request_codec import queued_row
+from telemetry.request_codec import float32_bytes, queued_row
 from telemetry.sink import REQUESTS_QUEUE, SPANS_QUEUE, TelemetrySink
 from telemetry.span_recorder import TraceFacts, TraceStarter
 from telemetry.tracing import extract_context
@@ -177,7 +175,7 @@ class Telemetry:
                     rec.prompt_text = rec.prompt_text[:cap]
                 if len(rec.completion_text) > cap:
                     rec.completion_text = rec.completion_text[:cap]
-                rec.prompt_embedding = (_compact_embedding(rec.prompt_embedding)
+                rec.prompt_embedding = (float32_bytes(rec.prompt_embedding)
                                         if self.config.log_embeddings else b"")
             self.metrics.observe_request(rec)
             if self.client is not None:
@@ -203,14 +201,3 @@ class Telemetry:
         """Parent context from an incoming W3C `traceparent` (ASGI headers or a mapping)."""
         return extract_context(headers)
 
-
-def _compact_embedding(embedding: Any) -> bytes:
-    """float32 bytes from a list, array or numpy vector: 4 bytes a dimension while queued
-    instead of a Python float object each; b"" for None or empty."""
-    if embedding is None or len(embedding) == 0:
-        return b""
-    if isinstance(embedding, array) and embedding.typecode == "f":
-        return embedding.tobytes()
-    if hasattr(embedding, "astype"):             # numpy: no per-element Python objects
-        return embedding.astype("float32").tobytes()
-    return array("f", embedding).tobytes()

@@ -70,13 +70,15 @@ def _as_string(value: Any) -> str:
     return str(value)
 
 
-def _plain_items(attributes: Any):
-    """Items of an attribute mapping. The SDK's BoundedAttributes (behind a
-    MappingProxyType on spans) iterates through Python-level __getitem__ calls; its
-    plain `_dict`, when present, is several times faster to walk. Falls back to the
-    public Mapping interface if the SDK's internals change."""
+def _as_dict(attributes: Any) -> dict:
+    """A plain dict of an attribute mapping. The SDK's BoundedAttributes (behind a
+    MappingProxyType on spans) iterates through Python-level __getitem__ calls; its plain
+    `_dict`, when present, is several times faster to walk. Falls back to a copy through
+    the public Mapping interface if the SDK's internals change."""
+    if type(attributes) is dict:
+        return attributes
     inner = getattr(attributes, "_dict", None)
-    return inner.items() if isinstance(inner, dict) else attributes.items()
+    return inner if isinstance(inner, dict) else dict(attributes)
 
 
 class AttributeEncoder:
@@ -95,8 +97,8 @@ class AttributeEncoder:
         out: dict[str, str] = {}
         if not attributes:
             return out
-        secret_key = self._secret_key
-        for key, value in _plain_items(attributes):
+        is_secret = self.is_secret
+        for key, value in _as_dict(attributes).items():
             cls = value.__class__
             if cls is str:
                 # Only a string can carry a bearer token under an innocent-looking key.
@@ -107,13 +109,17 @@ class AttributeEncoder:
                 text = repr(value)
             else:
                 text = _as_string(value)
-            secret = secret_key.get(key)
-            if secret is None:
-                secret = _SECRET_NAME.search(key) is not None
-                if len(secret_key) < self._MEMO_MAX:
-                    secret_key[key] = secret
-            out[key] = REDACTED if secret else text
+            out[key] = REDACTED if is_secret(key) else text
         return out
+
+    def is_secret(self, key: str) -> bool:
+        """Whether `key` names a credential (memoised per key, bounded)."""
+        secret = self._secret_key.get(key)
+        if secret is None:
+            secret = _SECRET_NAME.search(key) is not None
+            if len(self._secret_key) < self._MEMO_MAX:
+                self._secret_key[key] = secret
+        return secret
 
 
 class AttributeJson:
@@ -127,21 +133,20 @@ class AttributeJson:
     kind's attribute set): the key check is memoised per tuple of keys.
     """
 
-    _KNOWN_MAX = 4096
+    _SHAPES_MAX = 4096
 
     def __init__(self, encoder: AttributeEncoder) -> None:
         self.encode = encoder
-        self._safe_keys: set[str] = set()
         self._shapes: dict[tuple, bool] = {}      # tuple of keys -> no credential among them
 
     def __call__(self, attributes: Any) -> bytes:
         if not attributes:
             return b"{}"
-        items = attributes if type(attributes) is dict else _as_dict(attributes)
+        items = _as_dict(attributes)
         keys = tuple(items)
         safe = self._shapes.get(keys)
         if safe is None:
-            safe = self._check(items, keys)
+            safe = self._check(keys)
         if not safe:
             return orjson.dumps(self.encode(items))
         try:
@@ -154,24 +159,12 @@ class AttributeJson:
             return orjson.dumps(self.encode(items))
         return data
 
-    def _check(self, items: dict, keys: tuple) -> bool:
-        """Whether no key names a credential (remembering keys and the combination)."""
-        safe = True
-        for key in items.keys() - self._safe_keys:
-            if not isinstance(key, str) or _SECRET_NAME.search(key) is not None:
-                safe = False
-            elif len(self._safe_keys) < self._KNOWN_MAX:
-                self._safe_keys.add(key)
-        if len(self._shapes) < self._KNOWN_MAX:
+    def _check(self, keys: tuple) -> bool:
+        """Whether no key names a credential (the verdict remembered for the combination)."""
+        safe = all(isinstance(key, str) and not self.encode.is_secret(key) for key in keys)
+        if len(self._shapes) < self._SHAPES_MAX:
             self._shapes[keys] = safe
         return safe
-
-
-def _as_dict(attributes: Any) -> dict:
-    """A plain dict of an attribute mapping: the SDK's BoundedAttributes keeps one inside
-    (walking it through the Mapping interface is several times slower)."""
-    inner = getattr(attributes, "_dict", None)
-    return inner if isinstance(inner, dict) else dict(attributes)
 
 
 class _ResourceMemo:
