@@ -21,6 +21,8 @@ def parse_settings(argv: list[str] | None = None) -> BenchSettings:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per target")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target (not measured)")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the targets in turn this many times; each keeps its median round")
     parser.add_argument("--stream", action="store_true", help="stream: true (+ include_usage)")
     parser.add_argument("--same-prompt", action="store_true",
                         help="send one identical prompt (lets a cache answer); default: unique prompts")
@@ -34,7 +36,7 @@ def parse_settings(argv: list[str] | None = None) -> BenchSettings:
     return BenchSettings(
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
         duration=args.duration, warmup=args.warmup, connections=args.connections, stream=args.stream,
-        unique_prompts=not args.same_prompt, generator=args.loadgen,
+        unique_prompts=not args.same_prompt, generator=args.loadgen, rounds=max(1, args.rounds),
         mock=MockSettings(args.latency_ms, args.tokens_per_second, args.output_tokens),
         sluice_config=args.sluice_config, gateway_key=args.gateway_key,
     )

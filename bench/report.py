@@ -19,23 +19,34 @@ class Row:
     ttft: TtftResult | None = None  # streams only
     peak_rss_mb: float | None = None  # the gateway's process tree (None: direct)
     note: str = ""
+    rounds: tuple[float, ...] = ()  # req/s of every round, in order, when there were several
 
 
 COLUMNS = ("target", "req/s", "vs direct", "p50 ms", "p95 ms", "p99 ms", "added p50 ms")
+ROUNDS_COLUMN = "req/s by round"
 TTFT_COLUMNS = ("TTFT p50 ms", "TTFT p99 ms", "added TTFT p50 ms")
 TAIL_COLUMNS = ("errors", "gateway CPU s/1k req", "peak RSS MB")
 
 
 def markdown_table(rows: list[Row], stream: bool = False) -> str:
     """One line per row; TTFT columns for streams. The direct row is the baseline of the
-    ratio and the "added" columns (without one, the first measured row)."""
-    columns = COLUMNS + (TTFT_COLUMNS if stream else ()) + TAIL_COLUMNS
+    ratio and the "added" columns (without one, the first measured row, and the ratio
+    column names it). Rows measured in several rounds show the median round and, in a
+    last column, every round's req/s."""
     measured = [row for row in rows if row.result is not None]
     base = next((row for row in measured if row.target.startswith("direct")), measured[0] if measured else None)
+    versus = "vs direct" if base is None or base.target.startswith("direct") else f"vs {base.target}"
+    with_rounds = any(row.rounds for row in rows)
+    columns = (*COLUMNS[:2], versus, *COLUMNS[3:], *(TTFT_COLUMNS if stream else ()), *TAIL_COLUMNS,
+               *((ROUNDS_COLUMN,) if with_rounds else ()))
     lines = ["| " + " | ".join(columns) + " |", "| --- |" + " ---: |" * (len(columns) - 1)]
     for row in rows:
-        cells = [row.target, *_cells(row, base, stream)] if row.result is not None else \
-            [row.target, f"not run: {row.note}", *[""] * (len(columns) - 2)]
+        if row.result is None:
+            cells = [row.target, f"not run: {row.note}", *[""] * (len(columns) - 2)]
+        else:
+            cells = [row.target, *_cells(row, base, stream)]
+            if with_rounds:
+                cells.append(" / ".join(f"{rate:,.0f}" for rate in row.rounds))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -70,6 +81,7 @@ def as_dict(row: Row) -> dict[str, Any]:
         "gateway_cpu_s_per_1k": row.gateway_cpu_s_per_1k,
         "mock_cpu_s_per_1k": row.mock_cpu_s_per_1k,
         "peak_rss_mb": row.peak_rss_mb,
+        "rounds_requests_per_second": list(row.rounds),
     }
 
 

@@ -2,13 +2,17 @@
 
 Targets run one after the other against the same mock process, with the same load
 generator, request body and connection count; each gets a warm-up first. Streams get a
-TTFT probe alongside the load (bench/probe.py).
+TTFT probe alongside the load (bench/probe.py). With `rounds` > 1 the targets run in turn
+that many times (bare, traced, bare, traced, ...) and each keeps its median round: a
+ratio between two targets then survives this machine's drift of several percent from one
+minute to the next, which a single 10 s measurement each does not.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -46,6 +50,7 @@ class BenchSettings:
     # measured next to calls that reach the provider)
     same_prompt_targets: frozenset[str] = frozenset()
     generator: str = "auto"  # auto | wrk | python
+    rounds: int = 1  # every target measured this many times, in turn; the median round is kept
     mock: MockSettings = MockSettings()
     sluice_config: Path = DEFAULT_SLUICE_CONFIG
     gateway_key: str | None = None
@@ -77,17 +82,34 @@ def run_benchmark(settings: BenchSettings, run_dir: Path | None = None) -> tuple
     generator = resolve_generator(settings.generator)
     run_dir = run_dir or RESULTS_DIR / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[Row] = []
+    by_target: dict[str, list[Row]] = {name: [] for name in settings.targets}
     mock, mock_port = start_mock(settings.mock, run_dir)
     try:
-        for name in settings.targets:
-            rows.append(_run_target(name, mock, mock_port, run_dir, generator, settings))
+        for _ in range(settings.rounds):
+            for name in settings.targets:
+                by_target[name].append(_run_target(name, mock, mock_port, run_dir, generator, settings))
     finally:
         mock.stop()
+    rows = [median_round(measured) for measured in by_target.values()]
     record = asdict(settings) | {"generator": generator, "same_prompt_targets": sorted(settings.same_prompt_targets)}
     (run_dir / "results.json").write_bytes(orjson.dumps(
         {"settings": record, "rows": [as_dict(r) for r in rows]}, option=orjson.OPT_INDENT_2, default=str))
     return rows, run_dir
+
+
+def median_round(rounds: list[Row]) -> Row:
+    """One target's row over its rounds: the round with the median req/s (the lower middle
+    of an even count), so its latency and CPU figures come from that same round, and every
+    round's req/s beside it. A target that failed in any round is reported as failed."""
+    if len(rounds) == 1:
+        return rounds[0]
+    failed = next((row for row in rounds if row.result is None), None)
+    if failed is not None:
+        return failed
+    rates = [row.result.requests_per_second for row in rounds]
+    middle = statistics.median_low(rates)
+    chosen = rounds[rates.index(middle)]
+    return replace(chosen, rounds=tuple(rates))
 
 
 def _run_target(name: str, mock: ManagedProcess, mock_port: int, run_dir: Path, generator: str,
@@ -179,8 +201,9 @@ def describe(settings: BenchSettings) -> str:
     mode = "stream" if settings.stream else "non-stream"
     prompts = "unique prompts" if settings.unique_prompts else "one identical prompt"
     pacing = f", paced at {settings.mock.tokens_per_second:g} tokens/s" if settings.mock.tokens_per_second else ""
+    rounds = f", {settings.rounds} rounds in turn (median round kept)" if settings.rounds > 1 else ""
     return (f"chat completions, {mode}, {prompts}, {settings.connections} connections, {settings.duration:g} s "
-            f"(+{settings.warmup:g} s warm-up) per target, mock latency {settings.mock.latency_ms:g} ms, "
+            f"(+{settings.warmup:g} s warm-up) per target{rounds}, mock latency {settings.mock.latency_ms:g} ms, "
             f"{settings.mock.output_tokens} output tokens{pacing}, {resolve_generator(settings.generator)}")
 
 

@@ -25,12 +25,14 @@ class Scenario:
     output_tokens: int = 16
     same_prompt: bool = False  # every target gets one identical prompt
     same_prompt_targets: tuple[str, ...] = ()  # only these do (a cache hit next to provider calls)
+    rounds: int = 1  # >1: the targets run in turn that many times, each keeps its median round
 
     def settings(self, duration: float, warmup: float, connections: int, generator: str) -> BenchSettings:
         return BenchSettings(
             targets=self.targets, duration=duration, warmup=warmup, connections=connections, stream=self.stream,
             unique_prompts=not self.same_prompt, same_prompt_targets=frozenset(self.same_prompt_targets),
-            generator=generator, mock=MockSettings(self.latency_ms, self.tokens_per_second, self.output_tokens),
+            generator=generator, rounds=self.rounds,
+            mock=MockSettings(self.latency_ms, self.tokens_per_second, self.output_tokens),
         )
 
 
@@ -50,6 +52,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              latency_ms=200, tokens_per_second=50, output_tokens=32),
     Scenario("f", "Worker processes (`--workers 2`), non-streaming chat, 0 ms provider",
              ("direct", "sluice:bare", "sluice:bare-2w", "sluice:traced", "sluice:traced-2w")),
+    # What tracing costs, measured so that the machine's drift cannot decide it: the three
+    # configurations take turns for 5 rounds and the ratios are between median rounds.
+    Scenario("g", "Tracing cost: bare, traced and request rows only, in turn for 5 rounds, non-streaming, 0 ms provider",
+             ("sluice:bare", "sluice:traced", "sluice:rows-only"), rounds=5),
 )
 
 

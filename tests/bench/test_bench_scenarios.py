@@ -16,9 +16,11 @@ def test_select_keeps_table_order_and_rejects_unknown_keys() -> None:
         select("a,z")
 
 
-def test_every_sluice_variant_has_a_config_and_direct_comes_first() -> None:
+def test_every_sluice_variant_has_a_config_and_the_baseline_comes_first() -> None:
     for scenario in SCENARIOS:
-        assert scenario.targets[0] == "direct", scenario.key
+        # the first row is the table's baseline: direct, or bare Sluice where the
+        # question is what a Sluice feature costs (tracing)
+        assert scenario.targets[0] in ("direct", "sluice:bare"), scenario.key
         for name in scenario.targets:
             if name.startswith("sluice:"):
                 assert (CONFIGS_DIR / f"{name.partition(':')[2]}.yaml").exists(), name
@@ -35,6 +37,9 @@ def test_scenario_settings() -> None:
     paced = by_key["e"].settings(3, 1, 8, "python")
     assert paced.stream and (paced.mock.tokens_per_second, paced.mock.output_tokens) == (50, 32)
     assert (paced.duration, paced.warmup, paced.connections, paced.generator) == (3, 1, 8, "python")
+    assert paced.rounds == 1
+    tracing = by_key["g"].settings(10, 2, 16, "wrk")
+    assert tracing.rounds == 5 and tracing.targets[:2] == ("sluice:bare", "sluice:traced")
 
 
 def test_machine_facts_from_proc_text() -> None:

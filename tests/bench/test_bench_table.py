@@ -7,6 +7,7 @@ import math
 from bench.loadgen import LoadResult
 from bench.probe import TtftResult
 from bench.report import Row, markdown_table
+from bench.run import median_round
 
 
 def load(rate: float, p50: float, p95: float = 0.0, p99: float = 0.0, errors: int = 0) -> LoadResult:
@@ -57,6 +58,7 @@ def test_without_a_direct_row_the_first_measured_row_is_the_baseline() -> None:
     rows = [Row("sluice:bare", None, note="no config"), Row("sluice:traced", load(400, 3.0)),
             Row("portkey 1.15.2", load(100, 9.0))]
     lines = markdown_table(rows).splitlines()
+    assert cells(lines[0])[2] == "vs sluice:traced"
     assert cells(lines[3])[2] == "100.0%"
     assert cells(lines[4])[2] == "25.0%"
     assert cells(lines[4])[6] == "+6.00"
@@ -65,3 +67,20 @@ def test_without_a_direct_row_the_first_measured_row_is_the_baseline() -> None:
 def test_ratios_past_ten_times_direct_read_as_multiples() -> None:
     rows = [Row("direct (mock)", load(79, 201.7)), Row("sluice:cache-exact (same prompt)", load(12_362, 1.2))]
     assert cells(markdown_table(rows).splitlines()[3])[2:7] == ["156x", "1.20", "0.00", "0.00", "-200.50"]
+
+
+def test_rounds_keep_the_median_round_and_list_every_round() -> None:
+    bare = [Row("sluice:bare", load(rate, p50)) for rate, p50 in ((10_000, 1.0), (9_000, 3.0), (11_000, 2.0))]
+    traced = [Row("sluice:traced", load(rate, 2.0)) for rate in (8_000, 9_000, 8_800)]
+    rows = [median_round(bare), median_round(traced)]
+    assert rows[0].result.requests_per_second == 10_000 and rows[0].result.p50_ms == 1.0
+    header, _, base, other = markdown_table(rows).splitlines()
+    assert cells(header)[2] == "vs sluice:bare" and cells(header)[-1] == "req/s by round"
+    assert cells(base)[-1] == "10,000 / 9,000 / 11,000"
+    assert cells(other)[1:3] == ["8,800", "88.0%"]
+
+
+def test_a_target_that_failed_in_any_round_is_reported_as_failed() -> None:
+    rounds = [Row("sluice:traced", load(8_000, 2.0)), Row("sluice:traced", None, note="died under load")]
+    assert median_round(rounds).note == "died under load"
+    assert median_round(rounds[:1]) is rounds[0]

@@ -142,3 +142,23 @@ def test_collector_answers_report_errors_in_band(tmp_path):
     finally:
         proc.stop()
     assert not proc.alive
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "jemalloc"), ("system", "system")])
+def test_the_collector_allocates_arrow_memory_from_a_retaining_pool(preset, expected):
+    """jemalloc keeps a batch's pages for the next one (mimalloc, pyarrow's default here,
+    hands them back and faults fresh ones in); an explicit choice is respected. In a
+    subprocess: the pool is process-wide."""
+    pa = pytest.importorskip("pyarrow")
+    if expected == "jemalloc":
+        try:
+            pa.jemalloc_memory_pool()
+        except NotImplementedError:
+            pytest.skip("this pyarrow has no jemalloc")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if preset:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = preset
+    code = "from telemetry.collector import use_retaining_arrow_pool; print(use_retaining_arrow_pool())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == expected
