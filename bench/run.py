@@ -82,15 +82,15 @@ def run_benchmark(settings: BenchSettings, run_dir: Path | None = None) -> tuple
     generator = resolve_generator(settings.generator)
     run_dir = run_dir or RESULTS_DIR / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    by_target: dict[str, list[Row]] = {name: [] for name in settings.targets}
+    by_target: list[list[Row]] = [[] for _ in settings.targets]     # a name may repeat
     mock, mock_port = start_mock(settings.mock, run_dir)
     try:
         for _ in range(settings.rounds):
-            for name in settings.targets:
-                by_target[name].append(_run_target(name, mock, mock_port, run_dir, generator, settings))
+            for measured, name in zip(by_target, settings.targets):
+                measured.append(_run_target(name, mock, mock_port, run_dir, generator, settings))
     finally:
         mock.stop()
-    rows = [median_round(measured) for measured in by_target.values()]
+    rows = [median_round(measured) for measured in by_target]
     record = asdict(settings) | {"generator": generator, "same_prompt_targets": sorted(settings.same_prompt_targets)}
     (run_dir / "results.json").write_bytes(orjson.dumps(
         {"settings": record, "rows": [as_dict(r) for r in rows]}, option=orjson.OPT_INDENT_2, default=str))
