@@ -41,6 +41,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from telemetry.config import TelemetryConfig
 from telemetry.frames import recv_frame, send_frame
 from telemetry.metrics_merge import merge_expositions, writer_exposition
@@ -190,8 +192,6 @@ def use_retaining_arrow_pool() -> str:
     zeroing and first-touching them was ~4% of the collector's CPU (<1% with jemalloc),
     and zeroing 2 MB pages sweeps the caches the gateway shares. An explicit
     ARROW_DEFAULT_MEMORY_POOL is left alone. Returns the backend in use."""
-    import pyarrow as pa
-
     if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         try:
             pa.set_memory_pool(pa.jemalloc_memory_pool())
