@@ -95,15 +95,17 @@ class WriterStats:
 class Collector:
     """The collector's state: the sink and what it answers."""
 
-    def __init__(self, sink: TelemetrySink, stats: WriterStats) -> None:
+    def __init__(self, sink: TelemetrySink, stats: WriterStats, *, arrow_pool: str = "") -> None:
         self.sink = sink
         self.stats = stats
+        self.arrow_pool = arrow_pool             # what pyarrow allocates from (for `stats`)
         self.instance = f"{os.getpid()}-{time.time_ns()}"   # a restart resets the counters
         self.worker_metrics: dict[str, tuple[float, bytes]] = {}   # worker -> (when, exposition)
 
     def _stats(self) -> dict[str, Any]:
         depth = {w.name: w.depth for w in self.sink.writers}
-        return {"instance": self.instance, "depth": depth, **self.stats.snapshot()}
+        return {"instance": self.instance, "depth": depth, "arrow_pool": self.arrow_pool,
+                **self.stats.snapshot()}
 
     def _merged_metrics(self) -> bytes:
         """Every live worker's metrics (pushed within the last 10 s) and the collector's own."""
@@ -207,10 +209,10 @@ def serve(cfg: TelemetryConfig, data_dir: Path, socket_path: Path, *, parent_pid
     # Before any other thread starts: the threads created from here on inherit the policy.
     if cfg.collector_priority == "idle" and guard.start():
         log.info("telemetry collector: running at idle CPU priority")
-    use_retaining_arrow_pool()
+    arrow_pool = use_retaining_arrow_pool()
     stats = WriterStats()
     sink = TelemetrySink.from_config(cfg, data_dir, listener=stats, inline_spans=True)
-    collector = Collector(sink, stats)
+    collector = Collector(sink, stats, arrow_pool=arrow_pool)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -226,7 +228,8 @@ def serve(cfg: TelemetryConfig, data_dir: Path, socket_path: Path, *, parent_pid
     # 23 -> 13 µs per request with the heap frozen).
     gc.collect()
     gc.freeze()
-    log.info("telemetry collector ready on %s (ClickHouse %s)", socket_path, sink.connection.description)
+    log.info("telemetry collector ready on %s (ClickHouse %s, Arrow memory from %s)", socket_path,
+             sink.connection.description, arrow_pool)
     while not stop.wait(1.0):
         if parent_pid is not None and os.getppid() != parent_pid:
             log.warning("telemetry collector: the gateway (pid %d) is gone; flushing and exiting", parent_pid)

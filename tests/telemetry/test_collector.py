@@ -139,9 +139,22 @@ def test_collector_answers_report_errors_in_band(tmp_path):
             send_frame(sock, ("stats",))
             status, stats = recv_frame(sock)
             assert status == "ok" and stats["depth"] == {"requests": 0, "spans": 0}
+            # serve() switched pyarrow to the retaining pool (unless the environment chose one)
+            expected = os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or _jemalloc_or("mimalloc")
+            assert stats["arrow_pool"] == expected
     finally:
         proc.stop()
     assert not proc.alive
+
+
+def _jemalloc_or(default: str) -> str:
+    """"jemalloc" where this pyarrow has it (the collector's choice), else `default`."""
+    import pyarrow as pa
+    try:
+        pa.jemalloc_memory_pool()
+    except (AttributeError, NotImplementedError):
+        return default
+    return "jemalloc"
 
 
 @pytest.mark.parametrize(("preset", "expected"), [(None, "jemalloc"), ("system", "system")])
@@ -149,12 +162,8 @@ def test_the_collector_allocates_arrow_memory_from_a_retaining_pool(preset, expe
     """jemalloc keeps a batch's pages for the next one (mimalloc, pyarrow's default here,
     hands them back and faults fresh ones in); an explicit choice is respected. In a
     subprocess: the pool is process-wide."""
-    pa = pytest.importorskip("pyarrow")
-    if expected == "jemalloc":
-        try:
-            pa.jemalloc_memory_pool()
-        except NotImplementedError:
-            pytest.skip("this pyarrow has no jemalloc")
+    if expected == "jemalloc" and _jemalloc_or("none") != "jemalloc":
+        pytest.skip("this pyarrow has no jemalloc")
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     if preset:
         env["ARROW_DEFAULT_MEMORY_POOL"] = preset
