@@ -52,10 +52,11 @@ SCENARIOS: tuple[Scenario, ...] = (
              latency_ms=200, tokens_per_second=50, output_tokens=32),
     Scenario("f", "Worker processes (`--workers 2`), non-streaming chat, 0 ms provider",
              ("direct", "sluice:bare", "sluice:bare-2w", "sluice:traced", "sluice:traced-2w")),
-    # What tracing costs, measured so that the machine's drift cannot decide it: the three
+    # What tracing costs, measured so that the machine's drift cannot decide it: the
     # configurations take turns for 5 rounds and the ratios are between median rounds.
-    Scenario("g", "Tracing cost: bare, traced and request rows only, in turn for 5 rounds, non-streaming, 0 ms provider",
-             ("sluice:bare", "sluice:traced", "sluice:rows-only"), rounds=5),
+    Scenario("g", "Tracing cost: bare, traced, traced at 10% sampling and request rows only, in turn for "
+             "5 rounds, non-streaming, 0 ms provider",
+             ("sluice:bare", "sluice:traced", "sluice:traced-sampled", "sluice:rows-only"), rounds=5),
 )
 
 

@@ -27,12 +27,19 @@ logger = logging.getLogger("sluice.observe")
 _EXTRA_PARAMS = (("top_p", sc.GEN_AI_REQUEST_TOP_P), ("seed", sc.GEN_AI_REQUEST_SEED))
 
 
+def _failed(ctx: RequestContext) -> bool:
+    """A 5xx answer or an upstream attempt that did not succeed (retries, fallbacks, open
+    breakers, a stream that broke): the requests whose spans `keep_failed_traces` keeps."""
+    return ctx.status >= 500 or any(attempt.outcome != "ok" for attempt in ctx.attempts)
+
+
 class RequestObserver:
     def __init__(self, telemetry: Telemetry, router: Router):
         self._tel = telemetry
         self._traces = telemetry.traces
         self._router = router
         self._span_names: dict[tuple[str, str], str] = {}
+        self._keep_failed = telemetry.enabled and telemetry.config.keep_failed_traces
 
     def start(self, ctx: RequestContext, scope: Scope) -> None:
         ctx.trace = self._traces.begin(scope["headers"], scope["path"])
@@ -40,8 +47,9 @@ class RequestObserver:
     def finish(self, ctx: RequestContext, body: dict | None) -> None:
         """Never raises: telemetry must not turn a served request into an error."""
         try:
-            trace = self._trace(ctx, ctx.trace) if ctx.trace is not None and ctx.trace.sampled else None
-            self._tel.record(self._record(ctx, body), trace)
+            ids = ctx.trace
+            keep = ids is not None and (ids.sampled or (self._keep_failed and ids.parent is None and _failed(ctx)))
+            self._tel.record(self._record(ctx, body), self._trace(ctx, ids) if keep else None)
         except Exception:
             logger.exception("telemetry failed for request %s", ctx.request_id)
 

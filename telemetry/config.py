@@ -77,6 +77,10 @@ class TelemetryConfig(_Strict):
     prices: dict[str, ModelPrice] = {}         # "provider_type/model" or "model" -> price
     otlp: OtlpConfig | None = None
     sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # spans only; request rows are never sampled
+    # Spans of a request that failed upstream (an attempt that did not succeed, so every
+    # retry and fallback, or a 5xx answer) are kept whatever sample_ratio drew, unless the
+    # caller's traceparent said not to sample: on-call needs those traces most.
+    keep_failed_traces: bool = True
     metrics_tenant_label: bool = True          # turn off when tenants are many
 
     @field_validator("clickhouse_url")

@@ -75,7 +75,7 @@ def _rows(ch, database):
 
 
 def test_each_request_is_a_row(traffic, ch):
-    gw, database, ids = traffic
+    _, database, ids = traffic
     rows = _rows(ch, database)
     plain = next(r for r in rows.values() if r["request_id"] == ids["plain"])
     assert (plain["tenant"], plain["public_model"], plain["deployment"]) == \
@@ -159,3 +159,47 @@ def test_incoming_traceparent_is_honoured(traced, ch):
     rows = ch.query(f"SELECT count() FROM `{database}`.llm_requests WHERE trace_id IN (%(a)s, %(b)s)",
                     parameters={"a": trace_id, "b": unsampled_id}).result_rows
     assert rows[0][0] == 2                                               # rows are never sampled
+
+
+@pytest.mark.parametrize("keep_failed", [True, False])
+def test_sampling_keeps_failed_requests_spans(primary, backup, chdb_url, ch, keep_failed):
+    """sample_ratio 0 drops the spans of a plain request; with keep_failed_traces (the
+    default) a fallback's spans are kept all the same, unless the caller's traceparent
+    said not to sample. Rows are never sampled."""
+    database = f"gw_sampling_{next(_db)}"
+    gw = start_gateway({
+        "telemetry": {"clickhouse_url": chdb_url, "database": database, "flush_interval_s": 0.05,
+                      "writer": "thread", "sample_ratio": 0.0, "keep_failed_traces": keep_failed},
+        "cache": {"enabled": False},
+        "providers": {
+            "primary": {"type": "openai", "base_url": f"{primary.url}/v1", "api_key": PRIMARY_KEY},
+            "backup": {"type": "anthropic", "base_url": backup.url, "api_key": BACKUP_KEY},
+        },
+        "models": {
+            "gpt": {"deployments": [{"provider": "primary", "model": "m1"}]},
+            "after-500": {"deployments": [{"provider": "primary", "model": "fail-500"},
+                                          {"provider": "backup", "model": "claude-x"}]},
+        },
+        "router": {"retries": 0, "backoff_base_s": 0.01},
+    })
+    try:
+        oai = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
+        ask = oai.chat.completions.with_raw_response.create
+        plain = ask(model="gpt", messages=[{"role": "user", "content": "plain"}])
+        failed = ask(model="after-500", messages=[{"role": "user", "content": "fallback"}])
+        declined_id = "6bf92f3577b34da6a3ce929d0e0e4738"
+        ask(model="after-500", messages=[{"role": "user", "content": "caller declined"}],
+            extra_headers={"traceparent": f"00-{declined_id}-00f067aa0ba902b7-00"})
+        assert gw.gateway.telemetry.flush(timeout_s=10)
+        traces = {t: n for t, n in ch.query(
+            f"SELECT TraceId, count() FROM `{database}`.otel_traces GROUP BY TraceId").result_rows}
+        assert plain.headers["x-sluice-trace-id"] not in traces
+        if keep_failed:                      # the server span and both attempts
+            assert traces == {failed.headers["x-sluice-trace-id"]: 3}
+        else:
+            assert traces == {}
+        rows = ch.query(f"SELECT count() FROM `{database}`.llm_requests").result_rows
+        assert rows[0][0] == 3
+    finally:
+        gw.stop()
+        ch.command(f"DROP DATABASE IF EXISTS `{database}`")
