@@ -48,7 +48,8 @@ class RequestObserver:
         """Never raises: telemetry must not turn a served request into an error."""
         try:
             ids = ctx.trace
-            keep = ids is not None and (ids.sampled or (self._keep_failed and ids.parent is None and _failed(ctx)))
+            # sampled at the start, or failed and ours to decide (no caller's traceparent)
+            keep = ids is not None and (ids.sampled or self._keep_failed and ids.parent is None and _failed(ctx))
             self._tel.record(self._record(ctx, body), self._trace(ctx, ids) if keep else None)
         except Exception:
             logger.exception("telemetry failed for request %s", ctx.request_id)

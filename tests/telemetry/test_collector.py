@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pyarrow as pa
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -140,7 +141,6 @@ def test_collector_answers_report_errors_in_band(tmp_path):
             status, stats = recv_frame(sock)
             assert status == "ok" and stats["depth"] == {"requests": 0, "spans": 0}
             # serve() switched pyarrow to the retaining pool (unless the environment chose one)
-            import pyarrow as pa
             default = pa.default_memory_pool().backend_name     # this process never switched
             expected = default if os.environ.get("ARROW_DEFAULT_MEMORY_POOL") else _jemalloc_or(default)
             assert stats["arrow_pool"] == expected
@@ -151,7 +151,6 @@ def test_collector_answers_report_errors_in_band(tmp_path):
 
 def _jemalloc_or(default: str) -> str:
     """"jemalloc" where this pyarrow has it (the collector's choice), else `default`."""
-    import pyarrow as pa
     try:
         pa.jemalloc_memory_pool()
     except (AttributeError, NotImplementedError):
