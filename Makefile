@@ -23,10 +23,18 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# The Node client tests' pinned packages (tests/clients/test_node_clients.py), where node is.
+NODE_TESTS := tests/clients/node
+NODE_DEPS  := $(if $(shell command -v node 2>/dev/null),$(NODE_TESTS)/node_modules/.npm-ci)
+
+$(NODE_TESTS)/node_modules/.npm-ci: $(NODE_TESTS)/package-lock.json
+	cd $(NODE_TESTS) && npm ci --no-audit --no-fund
+	touch $@
+
 run: $(VENV)/.run-deps
 	$(BIN)/sluice serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.test-deps
+test: $(VENV)/.test-deps $(NODE_DEPS)
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.test-deps

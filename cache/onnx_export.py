@@ -11,12 +11,18 @@ plain per-tensor int8 over all ops fell to 0.93 and is not used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import sys
 import tempfile
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+
+logger = logging.getLogger("sluice.cache")
 
 
 def default_model_dir() -> Path:
@@ -45,17 +51,52 @@ def ensure_onnx(model_dir: Path, cache_dir: Path, quantize: bool) -> Path:
     target = onnx_path(model_dir, cache_dir, quantize)
     if target.exists():
         return target
+    started = time.monotonic()
     fp32 = onnx_path(model_dir, cache_dir, quantize=False)
-    if not fp32.exists():
-        _export_fp32(model_dir, fp32)
-    if quantize:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+    with _quiet_libraries():
+        if not fp32.exists():
+            _export_fp32(model_dir, fp32)
+        if quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        with _atomic_target(target) as tmp:
-            quantize_dynamic(
-                str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]
-            )
+            with _atomic_target(target) as tmp:
+                quantize_dynamic(
+                    str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]
+                )
+    logger.info("exported the local embedding model to %s in %.1f s (once per data directory)",
+                target, time.monotonic() - started)
     return target
+
+
+class _DropRootRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """The export is one log line, not the libraries' chatter: transformers draws a progress
+    bar on stderr while loading weights, and onnxruntime's quantizer logs a line per tensor
+    (and a pre-processing hint meant for image models) through the root logger itself.
+    A filter on the root logger sees only records logged on it directly, so every named
+    logger, Sluice's included, is untouched."""
+    drop = _DropRootRecords()
+    root = logging.getLogger()
+    root.addFilter(drop)
+    bar_was_on = None
+    try:
+        from transformers.utils import logging as hf_logging
+
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
 
 
 class _atomic_target:

@@ -40,6 +40,8 @@ from gateway.wire import openai as openai_wire
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
+TAIL_GRACE_S = 1.0      # how long a finished stream may read the provider's tail after the caller left
+
 
 def _eligible(ctx: RequestContext):
     if ctx.operation is Operation.CHAT:
@@ -114,8 +116,8 @@ def read_answer(ctx: RequestContext, dep: Deployment, raw: bytes) -> tuple[JSON,
         return answer, raw
     provider = dep.adapter.wire_format
     if provider is not ctx.api_format:
-        answer = (anthropic_response_to_openai(answer, ctx.public_model) if ctx.api_format is WireFormat.OPENAI
-                  else openai_response_to_anthropic(answer, ctx.public_model))
+        answer = (anthropic_response_to_openai(answer, dep.upstream_model) if ctx.api_format is WireFormat.OPENAI
+                  else openai_response_to_anthropic(answer, dep.upstream_model))
         raw = orjson.dumps(answer)
     _summarize(ctx, answer)
     return answer, raw
@@ -177,7 +179,7 @@ async def stream_answer(gw: Gateway, ctx: RequestContext, route: ModelRoute, bod
     try:
         converter = None
         if ctx.operation is Operation.CHAT:
-            converter = StreamConverter(ctx.api_format, dep.adapter.wire_format, ctx.public_model, ctx.summary,
+            converter = StreamConverter(ctx.api_format, dep.adapter.wire_format, dep.upstream_model, ctx.summary,
                                         drop_usage_chunk=not _caller_wants_usage(body),
                                         include_usage=_caller_wants_usage(body))
         stream_guard = StreamGuard(guard, ctx) if guard is not None and converter is not None else None
@@ -215,6 +217,11 @@ async def _relay(ctx: RequestContext, converter: StreamConverter | None, guard: 
                 if ctx.ttft_ms is None:
                     ctx.ttft_ms = (time.perf_counter() - ctx.started) * 1000
                 await send({**more, "body": out})
+            if converter is not None and converter.done:
+                # The caller has the whole answer; what follows upstream is the body's tail.
+                ctx.answer_complete = True
+                await _drain(chunks)
+                break
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
@@ -232,16 +239,34 @@ async def _relay(ctx: RequestContext, converter: StreamConverter | None, guard: 
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read the upstream body to its end after the terminal event, so its connection goes
+    back to the pool; a failure there cannot hurt an answer the caller already has."""
+    try:
+        async for _ in chunks:
+            pass
+    except UpstreamError:
+        pass
+
+
 async def _relay_until_disconnect(ctx: RequestContext, relay, receive: Receive) -> None:
-    """Run the relay; if the client goes away first, cancel it (closing the upstream read)."""
+    """Run the relay; if the client goes away first, cancel it (closing the upstream read).
+
+    A client that leaves after the terminal event (the OpenAI SDK closes right after
+    `[DONE]`) got a complete answer: the request succeeded, and the relay may take
+    `TAIL_GRACE_S` to read the provider's tail before it is cut.
+    """
     relay_task = asyncio.ensure_future(relay)
     disconnect_task = asyncio.ensure_future(receive())
     try:
         done, _ = await asyncio.wait({relay_task, disconnect_task}, return_when=asyncio.FIRST_COMPLETED)
+        if relay_task not in done and ctx.answer_complete:
+            done, _ = await asyncio.wait({relay_task}, timeout=TAIL_GRACE_S)
         if relay_task not in done:
             relay_task.cancel()
-            ctx.status, ctx.error_type = 499, "client_disconnected"
             await asyncio.gather(relay_task, return_exceptions=True)
+            if not ctx.answer_complete:
+                ctx.status, ctx.error_type = 499, "client_disconnected"
             return
         relay_task.result()
     finally:

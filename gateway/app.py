@@ -11,12 +11,15 @@ from urllib.parse import parse_qs
 
 import orjson
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config import SluiceConfig
 from gateway.context import Endpoint
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.http import header, send_bytes
+from gateway.openapi import OpenAPIEndpoint
 from gateway.pipeline import handle
 from gateway.runtime import Gateway
 from gateway.types import Operation, Receive, Scope, Send, WireFormat
@@ -123,6 +126,27 @@ class HealthEndpoint:
         await send_bytes(send, 200, b'{"status":"ok"}', [])
 
 
+def caller_format(scope: Scope) -> WireFormat:
+    """The wire format to answer in outside the pipeline: Anthropic for its endpoint or
+    when the SDK's `anthropic-version` header is there, else OpenAI."""
+    if scope["path"].startswith("/v1/messages") or header(scope, b"anthropic-version") is not None:
+        return WireFormat.ANTHROPIC
+    return WireFormat.OPENAI
+
+
+async def routing_error(request: Request, exc: Exception) -> Response:
+    """404 / 405 from Starlette's router, in the caller's wire format (SDKs parse these too)."""
+    method, path = request.method, request.url.path
+    headers = dict(getattr(exc, "headers", None) or {})
+    if getattr(exc, "status_code", 404) == 405:
+        err: GatewayError = MethodNotAllowed(f"Method {method} is not allowed on {path}; "
+                                             f"use {headers.get('allow', headers.get('Allow', 'POST'))}")
+    else:
+        err = NotFound(f"Unknown request URL: {method} {path}")
+    return Response(err.body(caller_format(request.scope)), err.status, headers=headers,
+                    media_type="application/json")
+
+
 class HotPathRouter:
     """The outermost ASGI app: proxy endpoints go straight to the pipeline by exact path.
 
@@ -182,7 +206,9 @@ def create_app(cfg: SluiceConfig) -> HotPathRouter:
         Route("/sluice/report", ReportEndpoint(gw), methods=["GET"]),
         Route("/healthz", HealthEndpoint(gw, readiness=False), methods=["GET"]),
         Route("/readyz", HealthEndpoint(gw, readiness=True), methods=["GET"]),
+        Route("/openapi.json", OpenAPIEndpoint(gw.limits), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: routing_error, 405: routing_error})
     app.state.gateway = gw
     return HotPathRouter(app, proxied)

@@ -15,8 +15,6 @@ from gateway.context import RequestContext
 from gateway.http import header
 from gateway.types import JSON, Operation, Scope
 
-HITS = ("hit", "semantic-hit")
-
 
 def cache_request(ctx: RequestContext, scope: Scope, body: JSON, policy_version: str) -> CacheRequest | None:
     if ctx.operation not in (Operation.CHAT, Operation.EMBEDDINGS):

@@ -107,10 +107,15 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from telemetry.clickhouse import open_from_config
+    from telemetry.clickhouse import ChdbBusyError, open_from_config
     from telemetry.schema import migrate
-    cfg = resolve_config(args.config)
-    client, database = open_from_config(cfg.telemetry, cfg.resolved_data_dir())
+    cfg = resolve_config(args.config, quiet=True)             # migrating needs no provider
+    try:
+        client, database = open_from_config(cfg.telemetry, cfg.resolved_data_dir())
+    except ChdbBusyError as exc:
+        # `sluice serve` migrates at start-up; the engine it holds is already up to date.
+        print(f"sluice: {exc}; the running gateway applied the migrations when it started", file=sys.stderr)
+        return 1
     applied = migrate(client, database, ttl_days=cfg.telemetry.ttl_days)
     print(f"database {database}: " + (f"applied migrations {applied}" if applied else "already up to date"))
     return 0

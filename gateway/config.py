@@ -69,6 +69,9 @@ class ModelConfig(_Strict):
     strategy: Strategy = "fallback"
     deployments: list[DeploymentConfig] = Field(min_length=1)
     retries: int | None = Field(None, ge=0)  # per deployment; default router.retries
+    # The largest max_tokens / max_completion_tokens / max_output_tokens a caller may ask
+    # of this model (a larger one is a 400 naming the field); None: only the global ceiling.
+    max_output_tokens: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
 class BreakerConfig(_Strict):
@@ -99,6 +102,12 @@ class ServerConfig(_Strict):
     max_upstream_connections: int = Field(1000, ge=1)
     # Worker processes, shared nothing but the telemetry collector (`sluice serve --workers`).
     workers: int = Field(1, ge=1)
+    # Request limits, each a 400 naming the limit (gateway/wire/limits.py says why these).
+    # JSON nesting: real bodies (tool schemas ten levels deep included) stay under ~40; the
+    # ceiling keeps every accepted body re-serialisable (orjson writes 254 levels at most).
+    max_json_depth: int = Field(64, ge=8, le=200)
+    max_messages: int = Field(2048, ge=1)    # chat / messages `messages`, responses `input` items
+    max_n: int = Field(16, ge=1, le=128)     # choices per chat completion (OpenAI allows 128)
 
 
 class SluiceConfig(_Strict):

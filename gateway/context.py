@@ -15,6 +15,9 @@ from guardrails.results import GuardrailResult, summarize
 from telemetry.span_recorder import TraceIds
 
 
+CACHE_HITS = ("hit", "semantic-hit")
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """What a route speaks: the operation and the caller's wire format."""
@@ -38,6 +41,7 @@ class RequestContext:
     error_type: str | None = None
     summary: ResponseSummary = field(default_factory=ResponseSummary)
     response_started: bool = False
+    answer_complete: bool = False     # the caller received the stream's terminal event
     ttft_ms: float | None = None
     processing_ms: float = 0.0        # gateway work while streaming, counted into overhead
     finished: float | None = None
@@ -94,10 +98,12 @@ class RequestContext:
         headers = [(b"x-sluice-request-id", self.request_id.encode())]
         if self.trace_id:
             headers.append((b"x-sluice-trace-id", self.trace_id.encode()))
+        tries = sum(1 for a in self.attempts if a.outcome != "circuit_open")
         if self.deployment is not None:
             headers.append((b"x-sluice-deployment", self.deployment.name.encode()))
-        tries = sum(1 for a in self.attempts if a.outcome != "circuit_open")
-        if tries:
+        elif self.cache_status in CACHE_HITS:
+            headers.append((b"x-sluice-deployment", b"cache"))     # answered without a provider
+        if tries or self.cache_status in CACHE_HITS:
             headers.append((b"x-sluice-attempts", str(tries).encode()))
         if self.cache_status != "off":
             headers.append((b"x-sluice-cache", self.cache_status.encode()))

@@ -5,6 +5,8 @@
      ├── Unauthorized               401  missing or unknown gateway key
      ├── Forbidden                  403  key not allowed to use the model
      ├── ModelNotFound              404  unknown public model
+     ├── NotFound                   404  no such endpoint
+     ├── MethodNotAllowed           405  e.g. GET on a POST endpoint
      ├── PayloadTooLarge            413  body over server.max_body_bytes
      ├── UpstreamRejected           4xx  the provider refused the request itself (no fallback)
      ├── BadUpstreamResponse        502  a provider answered something that is not its wire format
@@ -77,6 +79,14 @@ class Forbidden(GatewayError):
 
 class ModelNotFound(GatewayError):
     status, type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class NotFound(GatewayError):
+    status, type, code = 404, "invalid_request_error", "unknown_url"
+
+
+class MethodNotAllowed(GatewayError):
+    status, type, code = 405, "invalid_request_error", "method_not_allowed"
 
 
 class PayloadTooLarge(GatewayError):

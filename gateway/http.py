@@ -6,6 +6,7 @@ import orjson
 
 from gateway.errors import BadRequest, PayloadTooLarge
 from gateway.types import JSON, Receive, Scope, Send
+from gateway.wire.limits import nesting_within
 
 JSON_CT = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
@@ -43,13 +44,20 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def parse_json_object(raw: bytes) -> JSON:
+def parse_json_object(raw: bytes, max_depth: int) -> JSON:
+    """The body as a JSON object nested at most `max_depth` levels (`server.max_json_depth`).
+
+    orjson reads 1024 levels but writes only 254: a deeper body would fail later, as a
+    500, wherever it is written back (to the provider, the cache key, a trace)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"Request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
+    if not nesting_within(raw, body, max_depth):
+        raise BadRequest(f"Request body is nested too deeply: the limit is {max_depth} levels of "
+                         f"JSON objects and arrays")
     return body
 
 

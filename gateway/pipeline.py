@@ -22,7 +22,7 @@ from gateway.answer import (
     stream_answer,
     stream_error_event,
 )
-from gateway.context import Endpoint, RequestContext
+from gateway.context import CACHE_HITS, Endpoint, RequestContext
 from gateway.errors import BadRequest, GatewayError, ModelNotFound
 from gateway.guard import GuardState, guard_input
 from gateway.http import header, parse_json_object, read_body, send_bytes
@@ -59,8 +59,10 @@ async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive
             ctx.principal = gw.keys.authenticate(scope["headers"])
             ctx.steps.append(("sluice.auth", t0, time.perf_counter(), None))
         # 2. what they ask, in their wire format
-        body = parse_json_object(await read_body(scope, receive, gw.cfg.server.max_body_bytes))
-        ctx.public_model = VALIDATORS[endpoint](body)
+        limits = gw.limits
+        body = parse_json_object(await read_body(scope, receive, gw.cfg.server.max_body_bytes),
+                                 limits.max_json_depth)
+        ctx.public_model = VALIDATORS[endpoint](body, limits)
         ctx.body = body
         ctx.user_agent = (header(scope, b"user-agent") or b"").decode("latin-1")
         ctx.stream = body.get("stream") is True
@@ -80,7 +82,7 @@ async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive
             creq = caching.cache_request(ctx, scope, body, policy.version if policy else "")
             if creq is not None:
                 found = await caching.lookup(gw.cache, ctx, creq)
-                if found.status in caching.HITS:
+                if found.status in CACHE_HITS:
                     await answer_from_cache(ctx, found.response, guard, send)
                     return
                 store = CacheStore(creq, found)

@@ -17,6 +17,7 @@ from gateway.observe import RequestObserver
 from gateway.routing import BreakerState, Router
 from gateway.types import Operation, Scope
 from gateway.upstream import UPSTREAM_CLIENTS, UpstreamClient
+from gateway.wire.limits import RequestLimits
 from guardrails import GuardrailEngine, Policy
 from telemetry import Telemetry
 from telemetry.report import parse_since
@@ -29,6 +30,7 @@ class Gateway:
         self.cfg = cfg
         self.data_dir = cfg.resolved_data_dir()
         self.keys = KeyStore(cfg.keys)
+        self.limits = RequestLimits.from_config(cfg)
         self.telemetry = Telemetry.from_config(cfg.telemetry, self.data_dir)
         self.router = Router(cfg, on_breaker_change=self._on_breaker_change)
         self.observer = RequestObserver(self.telemetry, self.router)

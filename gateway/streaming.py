@@ -40,7 +40,7 @@ class OutEvent(NamedTuple):
 class StreamConverter:
     """Feed raw upstream bytes, get caller-format bytes; `done` once the terminal event passed."""
 
-    def __init__(self, caller: WireFormat, provider: WireFormat, public_model: str, summary: ResponseSummary,
+    def __init__(self, caller: WireFormat, provider: WireFormat, model: str, summary: ResponseSummary,
                  *, drop_usage_chunk: bool = False, include_usage: bool = False):
         self._buffer = SSEBuffer()
         self._caller = caller
@@ -51,11 +51,13 @@ class StreamConverter:
         else:
             self.reader = MessageStreamReader(summary)
         # The gateway may ask an OpenAI upstream for usage the caller did not request;
-        # then the usage-only chunk is read but not forwarded.
-        self._drop_usage_chunk = drop_usage_chunk
-        self._to_openai = AnthropicStreamToOpenAI(public_model, include_usage) \
+        # then OpenAI's usage-only chunk is read but not forwarded. Only OpenAI has such a
+        # chunk: Anthropic's message_delta also carries usage and no choices, and is the
+        # event that holds the stop reason.
+        self._drop_usage_chunk = drop_usage_chunk and (caller, provider) == (WireFormat.OPENAI, WireFormat.OPENAI)
+        self._to_openai = AnthropicStreamToOpenAI(model, include_usage) \
             if (caller, provider) == (WireFormat.OPENAI, WireFormat.ANTHROPIC) else None
-        self._to_anthropic = OpenAIStreamToAnthropic(public_model) \
+        self._to_anthropic = OpenAIStreamToAnthropic(model) \
             if (caller, provider) == (WireFormat.ANTHROPIC, WireFormat.OPENAI) else None
 
     def feed(self, chunk: bytes) -> bytes:
@@ -90,7 +92,7 @@ class StreamConverter:
                 self.reader.feed(event)
                 if event.get("type") == "message_stop":
                     self.done = True
-                if self._drop_usage_chunk and not event.get("choices") and event.get("usage"):
+                if self._drop_usage_chunk and event.get("choices") == [] and event.get("usage"):
                     continue
                 out.append(OutEvent(event.get("type") if self._caller is WireFormat.ANTHROPIC else None,
                                     event, block + b"\n\n"))

@@ -9,10 +9,14 @@ import orjson
 from gateway.mock.content import (
     example_from_schema,
     fixed_fragments,
+    joined_text,
     last_user_text,
     limit_fragments,
+    next_tool,
     prompt_tokens,
     reply_words,
+    structured_fragments,
+    tool_answer_words,
     word_fragments,
 )
 from gateway.mock.options import MockOptions
@@ -40,7 +44,8 @@ def messages(body: dict[str, Any], model: str, options: MockOptions) -> Reply:
     if not isinstance(turns, list) or not turns:
         return anthropic_error(400, "messages: Field required")
     input_tokens = prompt_tokens(turns, body.get("system"))
-    tool = _chosen_tool(body)
+    results = _tool_results(turns[-1])
+    tool = _chosen_tool(body, turns, after_tool=results is not None)
     if tool is not None:
         arguments = example_from_schema(tool.get("input_schema"))
         fragments = fixed_fragments(orjson.dumps(arguments).decode())
@@ -48,8 +53,13 @@ def messages(body: dict[str, Any], model: str, options: MockOptions) -> Reply:
                                  "input": arguments}
         stop_reason = "tool_use"
     else:
-        words = reply_words(body, last_user_text(turns), options.output_tokens)
-        fragments, truncated = limit_fragments(word_fragments(words), max_tokens)
+        if results is not None:
+            words = tool_answer_words(body, results, options.output_tokens)
+        else:
+            words = reply_words(body, last_user_text(turns), options.output_tokens)
+        schema = _output_schema(body)
+        fragments = word_fragments(words) if schema is None else structured_fragments(schema)
+        fragments, truncated = limit_fragments(fragments, max_tokens)
         block = {"type": "text", "text": "".join(fragments)}
         stop_reason = "max_tokens" if truncated else "end_turn"
     message = {"id": new_id("msg_"), "type": "message", "role": "assistant", "model": model,
@@ -65,8 +75,25 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
             "output_tokens": output_tokens}
 
 
-def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The tool the mock uses: the one named by tool_choice {"type": "tool"}, else the first."""
+def _tool_results(turn: Any) -> list[str] | None:
+    """The texts of the tool_result blocks of the last turn; None when it carries none."""
+    if not isinstance(turn, dict) or turn.get("role") != "user" or not isinstance(turn.get("content"), list):
+        return None
+    results = [joined_text(block.get("content")) for block in turn["content"]
+               if isinstance(block, dict) and block.get("type") == "tool_result"]
+    return results or None
+
+
+def _called(turns: list[Any]) -> set[str]:
+    """Names of the tools the assistant already used in this conversation."""
+    return {block.get("name") for turn in turns if isinstance(turn, dict) and turn.get("role") == "assistant"
+            and isinstance(turn.get("content"), list)
+            for block in turn["content"] if isinstance(block, dict) and block.get("type") == "tool_use"}
+
+
+def _chosen_tool(body: dict[str, Any], turns: list[Any], after_tool: bool) -> dict[str, Any] | None:
+    """The tool the mock uses: the one named by tool_choice {"type": "tool"}; else, unless
+    tool results were just given (then it answers) or tool_choice is "any", the next unused one."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
     choice_type = choice.get("type") if isinstance(choice, dict) else None
@@ -77,7 +104,21 @@ def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if choice_type == "tool":
         return next((t for t in custom if t.get("name") == choice.get("name")), custom[0])
-    return custom[0]
+    if after_tool and choice_type != "any":
+        return None
+    return next_tool(custom, [t.get("name") for t in custom], _called(turns))
+
+
+def _output_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Native structured outputs: `output_config.format` (or the earlier top-level
+    `output_format`) of type json_schema; the answer is then JSON valid against it."""
+    config = body.get("output_config")
+    spec = config.get("format") if isinstance(config, dict) else None
+    spec = spec or body.get("output_format")
+    if not isinstance(spec, dict) or spec.get("type") != "json_schema":
+        return None
+    schema = spec.get("schema")
+    return schema if isinstance(schema, dict) else {"type": "object"}
 
 
 def _events(message: dict[str, Any], fragments: list[str]) -> list[bytes]:
@@ -100,10 +141,12 @@ def _events(message: dict[str, Any], fragments: list[str]) -> list[bytes]:
     events.extend(named_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
                   for d in deltas)
     events.append(named_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    # The current API repeats the whole (cumulative) usage here, input tokens included;
+    # clients such as LangChain read every count from this event alone.
     events.append(named_event("message_delta", {
         "type": "message_delta",
         "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-        "usage": {"output_tokens": usage["output_tokens"]},
+        "usage": usage,
     }))
     events.append(STOP_EVENT)
     return events

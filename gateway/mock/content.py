@@ -13,14 +13,18 @@ import sys
 from array import array
 from typing import Any
 
+import orjson
+
+from gateway.mock.schemas import example_from_schema  # noqa: F401  (the wire modules import it from here)
+
 ANSWER_PREFIX: tuple[str, ...] = ("Mock", "answer", "to:")
+TOOL_ANSWER_PREFIX: tuple[str, ...] = ("Mock", "answer", "from", "tool", "result:")
 FILLER: tuple[str, ...] = tuple(
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
     "incididunt ut labore et dolore magna aliqua".split()
 )
 PER_MESSAGE_TOKENS = 3  # a small constant per message, like real chat templates
 JSON_FRAGMENT_CHARS = 8  # how a JSON answer or tool arguments are cut into stream deltas
-_SCHEMA_DEPTH = 8
 
 
 def count_words(content: Any) -> int:
@@ -65,34 +69,76 @@ def first_text(content: Any) -> str:
     return ""
 
 
+def joined_text(content: Any) -> str:
+    """All the text of a content (string, parts, blocks, nested tool-result content), space-joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(filter(None, (joined_text(part) for part in content)))
+    if isinstance(content, dict):
+        text = content.get("text")
+        return text if isinstance(text, str) else joined_text(content.get("content"))
+    return ""
+
+
 def last_user_text(messages: list[Any]) -> str:
-    """The text the answer echoes: the last user turn (the whole input if it is a string)."""
+    """The text the answer echoes: the last user turn (the whole input if it is a string).
+
+    Responses input items that are not messages (function_call, function_call_output)
+    have no role and are skipped.
+    """
     for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role", "user") == "user":
+        if (isinstance(message, dict) and message.get("role", "user") == "user"
+                and message.get("type", "message") == "message"):
             return first_text(message.get("content"))
     return ""
 
 
-def answer_words(prompt: str, output_tokens: int) -> list[str]:
+def answer_words(prompt: str, output_tokens: int, prefix: tuple[str, ...] = ANSWER_PREFIX) -> list[str]:
     """ "Mock answer to: <the prompt's words>" padded with filler to output_tokens words.
 
     Echoing the prompt lets tests see what reached the provider (a redacted text, a
     placeholder the gateway must restore) in the answer itself.
     """
-    words = [*ANSWER_PREFIX, *prompt.split()]
+    words = [*prefix, *prompt.split()]
     if len(words) >= output_tokens:
         return words[: max(output_tokens, 1)]
     words.extend(FILLER[i % len(FILLER)] for i in range(output_tokens - len(words)))
     return words
 
 
-def reply_words(body: dict[str, Any], prompt: str, output_tokens: int) -> list[str]:
+def reply_words(body: dict[str, Any], prompt: str, output_tokens: int,
+                prefix: tuple[str, ...] = ANSWER_PREFIX) -> list[str]:
     """The answer's words: `mock_reply` from the request when given (tests that need a
     provider to *say* something, e.g. PII it was never sent), else the echo above."""
     scripted = body.get("mock_reply")
     if isinstance(scripted, str) and scripted:
         return scripted.split(" ")
-    return answer_words(prompt, output_tokens)
+    return answer_words(prompt, output_tokens, prefix)
+
+
+def tool_answer_words(body: dict[str, Any], results: list[str], output_tokens: int) -> list[str]:
+    """The text answer to a conversation that ends with tool results: "Mock answer from
+    tool result: <what the tools returned>", so a test sees the result reached the model.
+
+    A model that has just been given a tool's answer replies rather than calling the
+    tool again; answering so is what lets a client's agent loop end.
+    """
+    return reply_words(body, " ".join(results), output_tokens, TOOL_ANSWER_PREFIX)
+
+
+def next_tool(tools: list[dict[str, Any]], names: list[Any], called: set[str]) -> dict[str, Any]:
+    """The tool a model calls next: the first (`names` parallel to `tools`) not called yet
+    in this conversation, else the first. An agent offered a work tool and an output tool
+    (pydantic-ai's `final_result`) so calls the work tool, then the output tool."""
+    return next((tool for tool, name in zip(tools, names, strict=True) if name not in called), tools[0])
+
+
+def structured_fragments(schema: Any, words: list[str] | None = None) -> list[str]:
+    """The stream fragments of a structured answer: JSON built from `schema`, or in JSON
+    mode without a schema (`schema` None) an object holding the text answer `words`."""
+    value = {"answer": " ".join(words or ())} if schema is None else example_from_schema(schema)
+    return fixed_fragments(orjson.dumps(value).decode())
 
 
 def word_fragments(words: list[str]) -> list[str]:
@@ -110,39 +156,6 @@ def limit_fragments(fragments: list[str], limit: Any) -> tuple[list[str], bool]:
     if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(fragments):
         return fragments[:limit], True
     return fragments, False
-
-
-def example_from_schema(schema: Any, depth: int = 0) -> Any:
-    """A small value that fits a JSON schema: "mock" for strings, 1 for integers, ...
-
-    Used for tool-call arguments and json_schema answers, so the client's parser sees
-    the shape it asked for.
-    """
-    if not isinstance(schema, dict) or depth > _SCHEMA_DEPTH:
-        return {}
-    if "const" in schema:
-        return schema["const"]
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    for key in ("anyOf", "oneOf", "allOf"):
-        options = schema.get(key)
-        if isinstance(options, list) and options:
-            return example_from_schema(options[0], depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind is None:
-        kind = "object" if "properties" in schema else "string"
-    if kind == "object":
-        properties = schema.get("properties")
-        if not isinstance(properties, dict):
-            return {}
-        return {name: example_from_schema(sub, depth + 1) for name, sub in properties.items()}
-    if kind == "array":
-        items = schema.get("items")
-        return [example_from_schema(items, depth + 1)] if isinstance(items, dict) else []
-    return {"string": "mock", "integer": 1, "number": 1.5, "boolean": True}.get(kind)
 
 
 def embedding_vector(data: bytes, dim: int) -> array:

@@ -17,11 +17,15 @@ from gateway.mock.content import (
     embedding_inputs,
     embedding_vector,
     example_from_schema,
+    joined_text,
     fixed_fragments,
     last_user_text,
     limit_fragments,
+    next_tool,
     prompt_tokens,
     reply_words,
+    structured_fragments,
+    tool_answer_words,
     word_fragments,
 )
 from gateway.mock.options import MockOptions
@@ -80,19 +84,24 @@ def chat_completions(body: dict[str, Any], model: str, options: MockOptions) -> 
 
 
 def _answer(body: dict[str, Any], messages: list[Any], options: MockOptions) -> _Answer:
-    tool = _chosen_tool(body)
+    """A tool call, or text: after tool results a text about them; JSON when response_format asks."""
+    results = _tool_results(messages)
+    tool = _chosen_tool(body, messages, after_tool=results is not None)
     if tool is not None:
         arguments = orjson.dumps(example_from_schema(tool.get("parameters"))).decode()
         return _Answer(fixed_fragments(arguments), "tool_calls", str(tool.get("name")), new_id("call_"))
-    words = reply_words(body, last_user_text(messages), options.output_tokens)
+    if results is not None:
+        words = tool_answer_words(body, results, options.output_tokens)
+    else:
+        words = reply_words(body, last_user_text(messages), options.output_tokens)
     response_format = body.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind == "json_object":
-        fragments = fixed_fragments(orjson.dumps({"answer": " ".join(words)}).decode())
+        fragments = structured_fragments(None, words)
     elif kind == "json_schema":
         spec = response_format.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
-        fragments = fixed_fragments(orjson.dumps(example_from_schema(schema)).decode())
+        fragments = structured_fragments(schema if isinstance(schema, dict) else {"type": "object"})
     else:
         fragments = word_fragments(words)
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -100,8 +109,26 @@ def _answer(body: dict[str, Any], messages: list[Any], options: MockOptions) -> 
     return _Answer(fragments, "length" if truncated else "stop")
 
 
-def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The function the mock "calls": the one named by tool_choice, else the first tool."""
+def _tool_results(messages: list[Any]) -> list[str] | None:
+    """The texts of the `role: tool` messages that end the conversation; None if it does not end so."""
+    results: list[str] = []
+    for message in reversed(messages):
+        if not isinstance(message, dict) or message.get("role") != "tool":
+            break
+        results.append(joined_text(message.get("content")))
+    return results[::-1] if results else None
+
+
+def _called(messages: list[Any]) -> set[str]:
+    """Names of the functions the assistant already called in this conversation."""
+    return {call["function"].get("name") for message in messages if isinstance(message, dict)
+            for call in message.get("tool_calls") or () if isinstance(call, dict)
+            and isinstance(call.get("function"), dict)}
+
+
+def _chosen_tool(body: dict[str, Any], messages: list[Any], after_tool: bool) -> dict[str, Any] | None:
+    """The function the mock "calls": the one named by tool_choice; else, unless tool results
+    were just given (then it answers) or tool_choice is "required", the next uncalled tool."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if not isinstance(tools, list) or not tools or choice == "none":
@@ -112,7 +139,9 @@ def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         wanted = choice["function"].get("name")
         return next((f for f in functions if f.get("name") == wanted), functions[0])
-    return functions[0]
+    if after_tool and choice != "required":
+        return None
+    return next_tool(functions, [f.get("name") for f in functions], _called(messages))
 
 
 def _message(answer: _Answer) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""OpenAI Responses API of the mock: POST /v1/responses, plain and streamed (text or one function call)."""
+"""OpenAI Responses API of the mock: POST /v1/responses, plain and streamed.
+
+The output is one item: a message (text, or JSON for `text.format` json_schema), or a
+function_call; input ending with function_call_output items is answered with text.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,17 @@ from typing import Any
 import orjson
 
 from gateway.mock.content import (
-    answer_words,
     count_words,
     example_from_schema,
     fixed_fragments,
+    joined_text,
     last_user_text,
     limit_fragments,
+    next_tool,
     prompt_tokens,
+    reply_words,
+    structured_fragments,
+    tool_answer_words,
     word_fragments,
 )
 from gateway.mock.options import MockOptions
@@ -39,7 +47,8 @@ def responses(body: dict[str, Any], model: str, options: MockOptions) -> Reply:
         return openai_error(400, "Missing required parameter: 'input'.", param="input",
                             code="missing_required_parameter")
     input_tokens = prompt_tokens(items) + count_words(body.get("instructions"))
-    tool = _chosen_tool(body)
+    results = _tool_results(items)
+    tool = _chosen_tool(body, items, after_tool=results is not None)
     status, incomplete = "completed", None
     if tool is not None:
         arguments = orjson.dumps(example_from_schema(tool.get("parameters"))).decode()
@@ -47,8 +56,12 @@ def responses(body: dict[str, Any], model: str, options: MockOptions) -> Reply:
         item: dict[str, Any] = {"type": "function_call", "id": new_id("fc_"), "call_id": new_id("call_"),
                                 "name": tool.get("name"), "arguments": arguments, "status": "completed"}
     else:
-        words = answer_words(last_user_text(items), options.output_tokens)
-        fragments, truncated = limit_fragments(word_fragments(words), body.get("max_output_tokens"))
+        if results is not None:
+            words = tool_answer_words(body, results, options.output_tokens)
+        else:
+            words = reply_words(body, last_user_text(items), options.output_tokens)
+        fragments = _text_fragments(body, words)
+        fragments, truncated = limit_fragments(fragments, body.get("max_output_tokens"))
         if truncated:
             status, incomplete = "incomplete", {"reason": "max_output_tokens"}
         item = {"type": "message", "id": new_id("msg_"), "status": status, "role": "assistant",
@@ -74,7 +87,32 @@ def responses(body: dict[str, Any], model: str, options: MockOptions) -> Reply:
     return json_reply(response)
 
 
-def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+def _text_fragments(body: dict[str, Any], words: list[str]) -> list[str]:
+    """Plain text, or JSON when `text.format` asks for json_schema (structured outputs) or json_object."""
+    text = body.get("text")
+    spec = text.get("format") if isinstance(text, dict) else None
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind == "json_schema":
+        schema = spec.get("schema")
+        return structured_fragments(schema if isinstance(schema, dict) else {"type": "object"})
+    if kind == "json_object":
+        return structured_fragments(None, words)
+    return word_fragments(words)
+
+
+def _tool_results(items: list[Any]) -> list[str] | None:
+    """The outputs of the function_call_output items that end the input; None if it does not end so."""
+    results: list[str] = []
+    for item in reversed(items):
+        if not isinstance(item, dict) or item.get("type") != "function_call_output":
+            break
+        results.append(joined_text(item.get("output")))
+    return results[::-1] if results else None
+
+
+def _chosen_tool(body: dict[str, Any], items: list[Any], after_tool: bool) -> dict[str, Any] | None:
+    """The function the mock calls: the one tool_choice names; else, unless function outputs
+    were just given (then it answers) or tool_choice is "required", the next uncalled one."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if not isinstance(tools, list) or choice == "none":
@@ -84,7 +122,10 @@ def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if isinstance(choice, dict) and choice.get("name"):
         return next((f for f in functions if f.get("name") == choice["name"]), functions[0])
-    return functions[0]
+    if after_tool and choice != "required":
+        return None
+    called = {item.get("name") for item in items if isinstance(item, dict) and item.get("type") == "function_call"}
+    return next_tool(functions, [f.get("name") for f in functions], called)
 
 
 def _events(response: dict[str, Any], fragments: list[str]) -> list[bytes]:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import orjson
 
 from gateway.translate.errors import TranslationError
+from gateway.translate.json_schema import openai_strict_compatible
 from gateway.translate.media import (
     anthropic_document_to_openai,
     anthropic_image_to_openai,
@@ -222,11 +223,14 @@ def _response_format(body: dict) -> dict | None:
         return None
     if spec.get("type") != "json_schema":
         raise TranslationError(f"output format type {spec.get('type')!r} is not supported")
-    return {"type": "json_schema", "json_schema": {"name": "response", "schema": spec["schema"]}}
+    json_schema = {"name": "response", "schema": spec["schema"]}
+    if openai_strict_compatible(spec["schema"]):
+        json_schema["strict"] = True        # a constraint on OpenAI too, as it is on Anthropic
+    return {"type": "json_schema", "json_schema": json_schema}
 
 
-def anthropic_response_to_openai(resp: dict, public_model: str) -> dict:
-    """An Anthropic Message as an OpenAI chat completion named `public_model`."""
+def anthropic_response_to_openai(resp: dict, model: str) -> dict:
+    """An Anthropic Message as an OpenAI chat completion; `model` names it when the Message does not."""
     texts: list[str] = []
     calls: list[dict] = []
     for block in resp.get("content") or []:
@@ -247,7 +251,7 @@ def anthropic_response_to_openai(resp: dict, public_model: str) -> dict:
         "id": f"chatcmpl-{resp.get('id', '')}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": public_model,
+        "model": resp.get("model") or model,
         "choices": [
             {
                 "index": 0,

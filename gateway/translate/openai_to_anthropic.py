@@ -16,9 +16,10 @@ Request translation, what happens to each OpenAI field:
 - `stop` -> `stop_sequences`, `user` / `safety_identifier` -> `metadata.user_id`,
   `parallel_tool_calls: false` -> `tool_choice.disable_parallel_tool_use`; `top_k`, an
   Anthropic field some OpenAI clients send as an extra, passes through.
-- `response_format` json_object / json_schema: best effort, Anthropic has no portable JSON
-  mode, so an instruction (with the schema) is appended to `system`; the answer is not
-  validated against the schema.
+- `response_format` json_schema -> Anthropic's native structured outputs,
+  `output_config.format` (the schema rewritten to the subset Anthropic constrains to,
+  `json_schema.anthropic_output_schema`). json_object ("any JSON object") has no native
+  form: an instruction is appended to `system`, best effort, as Anthropic documents.
 - dropped, no Anthropic counterpart: frequency_penalty, presence_penalty, logit_bias,
   logprobs, top_logprobs, seed, service_tier, store, metadata, modalities, audio,
   prediction, reasoning_effort, verbosity, web_search_options, prompt_cache_key,
@@ -38,6 +39,7 @@ from typing import Any
 import orjson
 
 from gateway.translate.errors import TranslationError
+from gateway.translate.json_schema import anthropic_output_schema
 from gateway.translate.media import openai_file_to_anthropic, openai_image_to_anthropic
 from gateway.translate.usage import openai_usage_to_anthropic, stop_reason_from_openai
 
@@ -49,10 +51,7 @@ _TOOL_ID_FORBIDDEN = re.compile(r"[^a-zA-Z0-9_-]")
 _JSON_OBJECT_INSTRUCTION = (
     "Respond with a single valid JSON object and nothing else: no prose, no Markdown code fences."
 )
-_JSON_SCHEMA_INSTRUCTION = (
-    "Respond with a single valid JSON value that conforms to the JSON Schema below, and nothing "
-    "else: no prose, no Markdown code fences.\nSchema{name}: {schema}"
-)
+_JSON_OBJECT = object()     # response_format json_object: no native form, an instruction
 
 
 def openai_request_to_anthropic(
@@ -81,9 +80,9 @@ def _request(body: dict, upstream_model: str, default_max_tokens: int) -> dict:
         raise TranslationError("'messages' must be a non-empty array")
 
     system, turns = _convert_messages(messages)
-    instruction = _response_format_instruction(body.get("response_format"))
-    if instruction:
-        system.append({"type": "text", "text": instruction})
+    output_format = _output_format(body.get("response_format"))
+    if output_format is _JSON_OBJECT:
+        system.append({"type": "text", "text": _JSON_OBJECT_INSTRUCTION})
 
     out: dict[str, Any] = {
         "model": upstream_model,
@@ -93,6 +92,8 @@ def _request(body: dict, upstream_model: str, default_max_tokens: int) -> dict:
     if system:
         plain = len(system) == 1 and "cache_control" not in system[0]
         out["system"] = system[0]["text"] if plain else system
+    if isinstance(output_format, dict):
+        out["output_config"] = {"format": output_format}
     if body.get("temperature") is not None:
         out["temperature"] = min(float(body["temperature"]), 1.0)
     for key in ("top_p", "top_k"):
@@ -272,19 +273,20 @@ def _tool_result(message: dict) -> dict:
     return block
 
 
-def _response_format_instruction(response_format: Any) -> str | None:
+def _output_format(response_format: Any) -> dict | object | None:
+    """`output_config.format` for a json_schema response_format; `_JSON_OBJECT` for json_object."""
     if not response_format:
         return None
     kind = response_format.get("type")
     if kind == "text":
         return None
     if kind == "json_object":
-        return _JSON_OBJECT_INSTRUCTION
+        return _JSON_OBJECT
     if kind == "json_schema":
-        spec = response_format.get("json_schema") or {}
-        name = f" ({spec['name']})" if spec.get("name") else ""
-        schema = orjson.dumps(spec.get("schema") or {}).decode()
-        return _JSON_SCHEMA_INSTRUCTION.format(name=name, schema=schema)
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise TranslationError("response_format json_schema needs a 'json_schema.schema' object")
+        return {"type": "json_schema", "schema": anthropic_output_schema(spec["schema"])}
     raise TranslationError(f"response_format type {kind!r} is not supported")
 
 
@@ -319,8 +321,9 @@ def _tool_choice(choice: Any, parallel_tool_calls: Any) -> dict | None:
     return out
 
 
-def openai_response_to_anthropic(resp: dict, public_model: str) -> dict:
-    """An OpenAI chat completion (first choice) as an Anthropic Message named `public_model`."""
+def openai_response_to_anthropic(resp: dict, model: str) -> dict:
+    """An OpenAI chat completion (first choice) as an Anthropic Message; `model` names it when
+    the completion does not."""
     choices = resp.get("choices") or [{}]
     choice = choices[0]
     message = choice.get("message") or {}
@@ -354,7 +357,7 @@ def openai_response_to_anthropic(resp: dict, public_model: str) -> dict:
         "id": f"msg_{resp.get('id') or uuid.uuid4().hex}",
         "type": "message",
         "role": "assistant",
-        "model": public_model,
+        "model": resp.get("model") or model,
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,

@@ -43,8 +43,8 @@ def _event(kind: str, **fields: Any) -> AnthropicEvent:
 class AnthropicStreamToOpenAI:
     """Anthropic Messages stream events -> OpenAI chat completion chunks."""
 
-    def __init__(self, public_model: str, include_usage: bool) -> None:
-        self._model = public_model
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self._model = model             # until message_start names the model that answers
         self._include_usage = include_usage
         self._id = f"chatcmpl-{uuid.uuid4().hex}"
         self._created = int(time.time())
@@ -62,6 +62,7 @@ class AnthropicStreamToOpenAI:
             message = event.get("message") or {}
             if message.get("id"):
                 self._id = f"chatcmpl-{message['id']}"
+            self._model = message.get("model") or self._model
             self._record_usage(message.get("usage"))
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
@@ -152,8 +153,8 @@ class AnthropicStreamToOpenAI:
 class OpenAIStreamToAnthropic:
     """OpenAI chat completion chunks -> Anthropic Messages stream events."""
 
-    def __init__(self, public_model: str) -> None:
-        self._model = public_model
+    def __init__(self, model: str) -> None:
+        self._model = model             # until the first chunk names the model that answers
         self._started = False
         self._open_index: int | None = None
         self._open_kind: str | None = None
@@ -171,6 +172,7 @@ class OpenAIStreamToAnthropic:
             return [_event("error", error={"type": "api_error", "message": message})]
         events: list[AnthropicEvent] = []
         if not self._started:
+            self._model = chunk.get("model") or self._model
             events.append(self._message_start(chunk.get("id")))
         if chunk.get("usage"):
             self.usage = openai_usage_to_anthropic(chunk["usage"])

@@ -10,14 +10,18 @@ from gateway.errors import GatewayError, anthropic_error_type
 from gateway.providers.anthropic import usage_from_anthropic
 from gateway.sse import anthropic_event
 from gateway.types import JSON
+from gateway.wire.limits import RequestLimits, check_count, check_output_tokens
 from gateway.wire.summary import ResponseSummary
 from gateway.wire.validation import expect, require, require_messages, require_model
 
+ANTHROPIC_ROLES = frozenset({"user", "assistant"})
 
-def validate_messages(body: JSON) -> str:
+
+def validate_messages(body: JSON, limits: RequestLimits) -> str:
     model = require_model(body)
-    require_messages(body)
-    require(body, "max_tokens", int)
+    check_count(require(body, "messages", list), "messages", limits)     # before walking them
+    require_messages(body, ANTHROPIC_ROLES)
+    check_output_tokens(require(body, "max_tokens", int), "max_tokens", model, limits)
     expect(body, "stream", bool)
     expect(body, "system", (str, list))
     expect(body, "temperature", (int, float))

@@ -8,17 +8,21 @@ from gateway.errors import GatewayError
 from gateway.providers.openai import usage_from_openai
 from gateway.sse import openai_event
 from gateway.types import JSON
+from gateway.wire.limits import RequestLimits, check_count, check_n, check_output_tokens
 from gateway.wire.summary import ResponseSummary
 from gateway.wire.validation import expect, require, require_messages, require_model
 
+OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
-def validate_chat(body: JSON) -> str:
+
+def validate_chat(body: JSON, limits: RequestLimits) -> str:
     model = require_model(body)
-    require_messages(body)
+    check_count(require(body, "messages", list), "messages", limits)     # before walking them
+    require_messages(body, OPENAI_ROLES)
     expect(body, "stream", bool)
-    expect(body, "n", int)
-    expect(body, "max_tokens", int)
-    expect(body, "max_completion_tokens", int)
+    check_n(expect(body, "n", int), limits)
+    check_output_tokens(expect(body, "max_tokens", int), "max_tokens", model, limits)
+    check_output_tokens(expect(body, "max_completion_tokens", int), "max_completion_tokens", model, limits)
     expect(body, "temperature", (int, float))
     expect(body, "top_p", (int, float))
     expect(body, "tools", list)
@@ -26,15 +30,18 @@ def validate_chat(body: JSON) -> str:
     return model
 
 
-def validate_embeddings(body: JSON) -> str:
+def validate_embeddings(body: JSON, limits: RequestLimits) -> str:
     model = require_model(body)
     require(body, "input", (str, list))
     return model
 
 
-def validate_responses(body: JSON) -> str:
+def validate_responses(body: JSON, limits: RequestLimits) -> str:
     model = require_model(body)
     expect(body, "stream", bool)
+    if isinstance(expect(body, "input", (str, list)), list):
+        check_count(body["input"], "input", limits)
+    check_output_tokens(expect(body, "max_output_tokens", int), "max_output_tokens", model, limits)
     return model
 
 

@@ -29,7 +29,9 @@ def expect(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> An
     return value
 
 
-def require_messages(body: dict[str, Any]) -> list[Any]:
+def require_messages(body: dict[str, Any], roles: frozenset[str]) -> list[Any]:
+    """The messages array, each an object whose `role` is one the format defines: a role
+    the provider does not know is the caller's 400 here, not a provider's after a retry."""
     messages = require(body, "messages", list)
     if not messages:
         raise BadRequest("'messages' must contain at least one message", param="messages")
@@ -37,6 +39,9 @@ def require_messages(body: dict[str, Any]) -> list[Any]:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise BadRequest(f"Invalid message at messages[{i}]: expected an object with a 'role'",
                              param=f"messages[{i}]")
+        if m["role"] not in roles:
+            raise BadRequest(f"Invalid value for messages[{i}].role: {m['role'][:40]!r}; "
+                             f"expected one of {', '.join(sorted(roles))}", param=f"messages[{i}].role")
     return messages
 
 

@@ -81,3 +81,22 @@ async def test_provider_embedder_errors_propagate_to_the_cache() -> None:
             await embedder.embed("x")
     finally:
         await embedder.aclose()
+
+
+def test_first_export_logs_one_line(tmp_path):
+    """The one-time ONNX export on a first start is one INFO line in the gateway's log: no
+    progress bar from transformers, no per-tensor lines or image-model hint from onnxruntime."""
+    import subprocess
+    import sys
+
+    script = ("import logging\n"
+              "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')\n"
+              "from pathlib import Path\n"
+              "from cache.onnx_export import default_model_dir, ensure_onnx\n"
+              f"ensure_onnx(default_model_dir(), Path({str(tmp_path)!r}), quantize=True)\n"
+              "logging.info('root still works')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 2, lines
+    assert "exported the local embedding model" in lines[0] and lines[1] == "INFO root: root still works"

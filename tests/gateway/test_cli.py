@@ -39,3 +39,25 @@ def test_migrate_then_report_on_the_embedded_clickhouse(tmp_path):
     report = sluice("report", "--since", "1h", "--gateway", "http://127.0.0.1:9", data_dir=tmp_path, config=config)
     assert report.returncode == 0, report.stderr
     assert "Sluice report: last 1h, by model" in report.stdout
+
+
+def test_migrate_while_the_embedded_engine_is_held_says_so_in_one_line(tmp_path):
+    """A running `sluice serve` holds the embedded chDB; `sluice migrate` beside it explains
+    that, without a traceback and without starting (or announcing) the mock provider."""
+    config = tmp_path / "sluice.yaml"
+    config.write_text("providers: {}\nmodels: {}\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom telemetry.clickhouse import open_client\n"
+         f"held = open_client('chdb://{tmp_path / '.sluice' / 'clickhouse'}')\nheld.command('CREATE DATABASE IF NOT EXISTS held')\nprint('held', flush=True)\ntime.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = sluice("migrate", data_dir=tmp_path / ".sluice")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "MOCK" not in result.stderr + result.stdout
+    # our one line, and at most the engine's own line (chDB writes it to the fd itself)
+    assert "in use" in result.stderr and len(result.stderr.strip().splitlines()) <= 2

@@ -45,3 +45,40 @@ def test_client_disconnect_releases_the_upstream(slow_stream_gateway):
     ok = httpx.post(f"{gw.url}/v1/chat/completions", timeout=20,
                     json={"model": "slow", "messages": [{"role": "user", "content": "hi"}]})
     assert ok.status_code == 200
+
+
+@pytest.fixture(scope="module")
+def paced_gateway():
+    url, stop_mock = start_mock(tokens_per_second=50, output_tokens=6)
+    gw = start_gateway({
+        "providers": {"paced": {"type": "openai", "base_url": f"{url}/v1"}},
+        "models": {"paced": {"deployments": [{"provider": "paced", "model": "m1"}]}},
+        "telemetry": {"enabled": False},
+        "cache": {"enabled": True, "default": {"mode": "exact"}},
+    })
+    yield gw
+    gw.stop()
+    stop_mock()
+
+
+def test_client_leaving_after_done_is_a_complete_request(paced_gateway, monkeypatch):
+    """The OpenAI SDK closes right after `data: [DONE]` while a paced provider still sends its
+    tail: the caller got everything, so the request is a 200 and its answer is cached."""
+    import openai
+
+    gw = paced_gateway
+    seen = []
+    record = gw.gateway.record
+    monkeypatch.setattr(gw.gateway, "record", lambda ctx: (seen.append((ctx.status, ctx.error_type)), record(ctx)))
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+    messages = [{"role": "user", "content": "paced please"}]
+    text = "".join(c.choices[0].delta.content or "" for c in
+                   client.chat.completions.create(model="paced", stream=True, messages=messages) if c.choices)
+    assert "paced please" in text
+    deadline = time.monotonic() + 3
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert seen == [(200, None)]
+    time.sleep(0.2)                                     # the store runs in the background
+    again = client.chat.completions.with_raw_response.create(model="paced", stream=True, messages=messages)
+    assert again.headers["x-sluice-cache"] == "hit"

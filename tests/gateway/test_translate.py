@@ -40,6 +40,7 @@ from gateway.translate import (
     openai_request_to_anthropic,
     openai_response_to_anthropic,
 )
+from gateway.translate.json_schema import anthropic_output_schema
 
 FIXTURES = Path(__file__).parent / "fixtures" / "translate"
 RAW_EVENT = TypeAdapter(RawMessageStreamEvent)
@@ -269,19 +270,49 @@ def test_openai_tool_choice(choice: object, parallel: object, expected: dict | N
     assert openai_request_to_anthropic(body, "c").get("tool_choice") == expected
 
 
-def test_openai_response_format_becomes_a_system_instruction() -> None:
+def test_openai_json_schema_becomes_anthropic_native_structured_output() -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     body = {
         "messages": [{"role": "system", "content": "Extract."}, {"role": "user", "content": "I live in Oslo"}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": True}},
     }
-    system = openai_request_to_anthropic(body, "c")["system"]
-    assert system[0] == {"type": "text", "text": "Extract."}
-    assert "JSON Schema" in system[1]["text"] and "(place)" in system[1]["text"]
-    assert orjson.dumps(schema).decode() in system[1]["text"]
-    json_object = openai_request_to_anthropic({**body, "response_format": {"type": "json_object"}}, "c")["system"]
-    assert "JSON object" in json_object[1]["text"]
+    out = openai_request_to_anthropic(body, "c")
+    assert out["system"] == "Extract."                      # a constraint, not an instruction
+    assert out["output_config"] == {"format": {"type": "json_schema", "schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+        "additionalProperties": False}}}
+    assert schema == {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    json_object = openai_request_to_anthropic({**body, "response_format": {"type": "json_object"}}, "c")
+    assert "JSON object" in json_object["system"][1]["text"] and "output_config" not in json_object
     assert openai_request_to_anthropic({**body, "response_format": {"type": "text"}}, "c")["system"] == "Extract."
+
+
+def test_json_schema_rewritten_to_anthropics_subset() -> None:
+    # What pydantic emits for a model with a nested model, a bounded int and an Optional field.
+    schema = {
+        "$defs": {"Item": {"type": "object", "title": "Item", "properties": {
+            "n": {"type": "integer", "minimum": 1, "maximum": 9, "title": "N"}}, "required": ["n"]}},
+        "type": "object", "title": "Order", "additionalProperties": True,
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/Item"}, "minItems": 2},
+                       "note": {"anyOf": [{"type": "string", "maxLength": 10}, {"type": "null"}], "default": None},
+                       "kind": {"oneOf": [{"const": "a"}, {"const": "b"}]}},
+        "required": ["items", "kind"],
+    }
+    out = anthropic_output_schema(schema)
+    assert out["additionalProperties"] is False and out["required"] == ["items", "kind"]
+    item = out["$defs"]["Item"]
+    assert item["additionalProperties"] is False
+    assert item["properties"]["n"] == {"type": "integer", "title": "N", "description": "{minimum: 1, maximum: 9}"}
+    assert out["properties"]["items"] == {"type": "array", "items": {"$ref": "#/$defs/Item"},
+                                          "description": "{minItems: 2}"}
+    assert out["properties"]["note"]["anyOf"][0] == {"type": "string", "description": "{maxLength: 10}"}
+    assert out["properties"]["kind"] == {"anyOf": [{"const": "a"}, {"const": "b"}]}
+    deep: dict = {"type": "object", "properties": {}}
+    node = deep
+    for _ in range(100):
+        node["properties"]["x"] = node = {"type": "object", "properties": {}}
+    with pytest.raises(TranslationError, match="nests deeper"):
+        anthropic_output_schema(deep)
 
 
 def test_openai_request_pdf_file_part() -> None:
@@ -349,7 +380,7 @@ def test_anthropic_response_to_openai_with_tool_use() -> None:
     out = anthropic_response_to_openai(ANTHROPIC_TOOL_MESSAGE, "my-claude")
     completion = ChatCompletion.model_validate(out)
     assert completion.id == "chatcmpl-msg_01Aq9w938a90dw8q"
-    assert completion.model == "my-claude" and completion.object == "chat.completion"
+    assert completion.model == "claude-sonnet-4-5-20250929" and completion.object == "chat.completion"
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content == "I'll check that."
@@ -394,7 +425,7 @@ def test_anthropic_text_stream_to_openai_chunks() -> None:
     chunks, translator = translate_anthropic_stream(sse_data("anthropic_stream_text.sse"), include_usage=True)
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert {c["id"] for c in chunks} == {"chatcmpl-msg_01XFDUDYJgAACzvnptvVoYEL"}
-    assert {c["model"] for c in chunks} == {"my-claude"}
+    assert {c["model"] for c in chunks} == {"claude-sonnet-4-5-20250929"}  # the model that answered, as the provider names it
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "Hello! How can I help you today?"
     finish, usage = chunks[-2], chunks[-1]
@@ -582,6 +613,16 @@ def test_anthropic_request_options_and_simple_shapes() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     structured = anthropic_request_to_openai({**body, "output_config": {"format": {"type": "json_schema", "schema": schema}}}, "g")
     assert structured["response_format"] == {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
+    # A schema OpenAI's strict mode accepts is sent strict: constrained there as on Anthropic.
+    closed = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "array", "items": {
+        "type": "object", "properties": {"c": {"type": "string"}}, "required": ["c"], "additionalProperties": False}}},
+        "required": ["a", "b"], "additionalProperties": False}
+    strict = anthropic_request_to_openai({**body, "output_config": {"format": {"type": "json_schema", "schema": closed}}}, "g")
+    assert strict["response_format"]["json_schema"]["strict"] is True
+    optional_c = copy.deepcopy(closed)
+    optional_c["properties"]["b"]["items"]["required"] = []
+    loose = anthropic_request_to_openai({**body, "output_config": {"format": {"type": "json_schema", "schema": optional_c}}}, "g")
+    assert "strict" not in loose["response_format"]["json_schema"]
     pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64}}
     doc = anthropic_request_to_openai({"max_tokens": 5, "messages": [{"role": "user", "content": [pdf]}]}, "g")
     assert doc["messages"][0]["content"] == [{"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF_B64}", "filename": "document.pdf"}}]
@@ -675,7 +716,7 @@ OPENAI_TOOL_COMPLETION = {
 def test_openai_response_to_anthropic_with_tool_calls() -> None:
     out = openai_response_to_anthropic(OPENAI_TOOL_COMPLETION, "my-gpt")
     message = Message.model_validate(out)
-    assert message.id == "msg_chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG" and message.model == "my-gpt"
+    assert message.id == "msg_chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG" and message.model == "gpt-4o-2024-08-06"
     assert message.stop_reason == "tool_use"
     assert [b.type for b in message.content] == ["tool_use", "tool_use"]
     assert message.content[0].input == {"location": "Paris"} and message.content[0].id == "call_abc"
@@ -742,7 +783,7 @@ def test_openai_text_stream_through_the_anthropic_sdk() -> None:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "Hello! How can I help you today?"
-    assert final.id == "msg_chatcmpl-C3mGq8d1kzQ5oV7hWq0l4JpB2xYzA" and final.model == "my-gpt"
+    assert final.id == "msg_chatcmpl-C3mGq8d1kzQ5oV7hWq0l4JpB2xYzA" and final.model == "gpt-4o-mini-2024-07-18"
     assert final.stop_reason == "end_turn" and final.content[0].text == text
     assert (final.usage.input_tokens, final.usage.cache_read_input_tokens, final.usage.output_tokens) == (138, 1152, 12)
     assert translator.usage == {"input_tokens": 138, "output_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 1152}
