@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 
+import anthropic
+import openai
 import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+from pydantic import SecretStr
 
 from gateway.mock.content import embedding_vector
 from tests.clients.conftest import CLIENT_KEY, CLIENT_MODELS, EMBED
@@ -33,11 +36,11 @@ CLIENTS = ("openai", "anthropic")
 weather_tool = tool(get_weather)
 
 
-def chat_model(client: str, model: str, gateway: RunningGateway) -> BaseChatModel:
+def chat_model(client: str, model: str, gateway: RunningGateway, key: str = CLIENT_KEY) -> BaseChatModel:
     if client == "openai":
-        return ChatOpenAI(model=model, base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0,
+        return ChatOpenAI(model=model, base_url=f"{gateway.url}/v1", api_key=SecretStr(key), max_retries=0,
                           timeout=20, stream_usage=True)
-    return ChatAnthropic(model=model, base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0,
+    return ChatAnthropic(model=model, base_url=gateway.url, api_key=SecretStr(key), max_retries=0,
                          timeout=20, max_tokens=512)
 
 
@@ -113,8 +116,10 @@ STRUCTURED = [("openai", "json_schema"), ("openai", "function_calling"),
 @pytest.mark.parametrize("model", CLIENT_MODELS)
 @pytest.mark.parametrize(("client", "method"), STRUCTURED)
 def test_structured_output_parses_into_the_model(client: str, method: str, model: str,
-                                                 clients_gateway: RunningGateway) -> None:
-    """json_schema: OpenAI response_format / Anthropic output_config.format; function_calling: a forced tool."""
+                                                 clients_gateway: RunningGateway, upstream: Mock) -> None:
+    """json_schema: OpenAI response_format / Anthropic output_config.format; function_calling: a
+    forced tool. Either way the provider must get the schema as a constraint in its own format
+    (translated when the deployment speaks the other one), not as a sentence in the prompt."""
     llm = chat_model(client, model, clients_gateway).with_structured_output(Weather, method=method,
                                                                            include_raw=True)
     result = llm.invoke(PROMPT)
@@ -122,6 +127,22 @@ def test_structured_output_parses_into_the_model(client: str, method: str, model
     weather = result["parsed"]
     assert isinstance(weather, Weather)
     assert weather.city == "mock" and weather.tags and 0 <= weather.humidity <= 100
+    body = upstream.requests()[-1]["body"]
+    if method == "json_schema":
+        native = body.get("response_format") or (body.get("output_config") or {}).get("format")
+        assert native is not None and native["type"] == "json_schema"
+    else:
+        assert body["tools"] and body["tool_choice"] not in (None, "auto", {"type": "auto"})
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_errors_reach_langchain_as_the_sdk_exception_types(client: str, clients_gateway: RunningGateway) -> None:
+    """Sluice answers errors in the caller's wire format; each SDK raises its own typed error."""
+    sdk = openai if client == "openai" else anthropic
+    with pytest.raises(sdk.AuthenticationError):
+        chat_model(client, CLIENT_MODELS[0], clients_gateway, key="sk-not-a-sluice-key").invoke(PROMPT)
+    with pytest.raises(sdk.NotFoundError):
+        chat_model(client, "no-such-model", clients_gateway).invoke(PROMPT)
 
 
 def test_openai_embeddings_match_the_provider(clients_gateway: RunningGateway, primary: Mock) -> None:
@@ -137,4 +158,4 @@ def test_openai_embeddings_match_the_provider(clients_gateway: RunningGateway, p
     assert query == vectors[0]
     bodies = [r["body"] for r in primary.requests() if r["path"] == "/v1/embeddings"]
     assert bodies and bodies[0]["input"] == texts
-    assert bodies[0].get("encoding_format", "float") in ("base64", "float")
+    assert bodies[0]["encoding_format"] == "base64"      # relayed as asked, decoded by the client

@@ -129,3 +129,13 @@ async def test_embedding_matches_the_provider(model: str, clients_gateway: Runni
         assert len(vector) == 64 and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(vector, expected))
     assert response.usage.prompt_tokens == 4          # whitespace words, as the provider counted them
     assert upstream.requests()[-1]["body"]["model"] == "text-embedding-upstream"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_errors_reach_litellm_as_its_exception_types(provider: str, clients_gateway: RunningGateway) -> None:
+    """Sluice answers errors in the caller's wire format, so litellm maps them to its own types."""
+    args = target(provider, CLIENT_MODELS[0], clients_gateway)
+    with pytest.raises(litellm.AuthenticationError):
+        litellm.completion(messages=MESSAGES, **{**args, "api_key": "sk-not-a-sluice-key"})
+    with pytest.raises(litellm.NotFoundError):
+        litellm.completion(messages=MESSAGES, **{**args, "model": f"{provider}/no-such-model"})

@@ -4,7 +4,7 @@ and the Responses model. Tracing is off, so nothing leaves the machine."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import openai
 import pytest
@@ -38,8 +38,10 @@ RUN_CONFIG = RunConfig(tracing_disabled=True)
 
 
 @pytest.fixture
-def client(clients_gateway: RunningGateway) -> Iterator[AsyncOpenAI]:
-    yield AsyncOpenAI(base_url=f"{clients_gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+async def client(clients_gateway: RunningGateway) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(base_url=f"{clients_gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0,
+                           timeout=20) as openai_client:
+        yield openai_client
 
 
 def weather_agent(model: Model, output_type: type | None = Weather,
@@ -90,6 +92,7 @@ async def test_chat_completions_agent_streamed(model: str, client: AsyncOpenAI, 
     assert_tool_answer_text(result.final_output)
     assert len(deltas) > 1 and "".join(deltas) == result.final_output
     assert_tool_round_trip(result, cities, upstream)
+    assert result.raw_responses[-1].usage.output_tokens == 16   # the streamed answer's own count
 
 
 @pytest.mark.parametrize("model", [OPENAI_NATIVE])

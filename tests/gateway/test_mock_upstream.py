@@ -8,13 +8,18 @@ import math
 import struct
 import time
 from collections.abc import Iterator
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+from uuid import UUID
 
 import anthropic
 import httpx
 import openai
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.mock.content import example_from_schema
 from gateway.mock.faults import fault_from_model
 from tests.mock_server import start_mock
 
@@ -365,3 +370,172 @@ def test_latency_and_stream_pacing() -> None:
     assert len(events) == 13
     assert 0.08 <= first_byte < 0.5
     assert total >= 0.08 + 12 * 0.005
+
+
+# --- what agent clients need: tool results, structured outputs, schemas ----------------------
+
+CITY_TOOL = {"type": "function", "function": {
+    "name": "get_city", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+
+
+def test_chat_answers_a_tool_result_with_text_about_it(oai: openai.OpenAI) -> None:
+    """After a tool result the model answers (an agent loop ends) and mentions the result."""
+    call = oai.chat.completions.create(model="m1", messages=USER, tools=[WEATHER_TOOL]).choices[0].message
+    conversation = [*USER, call.model_dump(exclude_none=True),
+                    {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": "Sunny, 21 C"}]
+    answer = oai.chat.completions.create(model="m1", messages=conversation, tools=[WEATHER_TOOL])
+    choice = answer.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.tool_calls is None
+    assert choice.message.content.startswith("Mock answer from tool result: Sunny, 21 C")
+    streamed = list(oai.chat.completions.create(model="m1", messages=conversation, tools=[WEATHER_TOOL],
+                                                stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == choice.message.content
+    # tool_choice "required" still forces a call: the tool not called yet, as a model would
+    forced = oai.chat.completions.create(model="m1", messages=conversation, tools=[WEATHER_TOOL, CITY_TOOL],
+                                         tool_choice="required").choices[0]
+    assert forced.finish_reason == "tool_calls" and forced.message.tool_calls[0].function.name == "get_city"
+    # structured output after a tool result: JSON of the requested schema
+    schema = {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"],
+              "additionalProperties": False}
+    structured = oai.chat.completions.create(
+        model="m1", messages=conversation, tools=[WEATHER_TOOL],
+        response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema, "strict": True}})
+    assert json.loads(structured.choices[0].message.content) == {"summary": "mock"}
+
+
+def test_messages_answer_a_tool_result_with_text_about_it(claude: anthropic.Anthropic) -> None:
+    tool = {"name": "get_weather", "input_schema": WEATHER_TOOL["function"]["parameters"]}
+    city = {"name": "get_city", "input_schema": CITY_TOOL["function"]["parameters"]}
+    call = claude.messages.create(model="c", max_tokens=100, messages=USER, tools=[tool, city])
+    assert call.content[0].name == "get_weather"
+    result = {"type": "tool_result", "tool_use_id": call.content[0].id,
+              "content": [{"type": "text", "text": "Sunny, 21 C"}]}
+    conversation = [*USER, {"role": "assistant", "content": call.model_dump()["content"]},
+                    {"role": "user", "content": [result]}]
+    answer = claude.messages.create(model="c", max_tokens=100, messages=conversation, tools=[tool, city])
+    assert answer.stop_reason == "end_turn" and answer.content[0].type == "text"
+    assert answer.content[0].text.startswith("Mock answer from tool result: Sunny, 21 C")
+    forced = claude.messages.create(model="c", max_tokens=100, messages=conversation, tools=[tool, city],
+                                    tool_choice={"type": "any"})
+    assert forced.stop_reason == "tool_use" and forced.content[0].name == "get_city"
+
+
+def test_messages_stream_message_delta_carries_the_whole_usage(http: httpx.Client) -> None:
+    """Like the current API: clients such as LangChain read input tokens from message_delta."""
+    body = {"model": "c", "max_tokens": 100, "messages": USER, "stream": True}
+    with http.stream("POST", "/v1/messages", json=body) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    (delta,) = [e for e in events if e["type"] == "message_delta"]
+    assert delta["usage"]["input_tokens"] == 10 and delta["usage"]["output_tokens"] == 16
+
+
+@pytest.mark.parametrize("field", ["output_config", "output_format"])
+def test_messages_native_structured_output(claude: anthropic.Anthropic, http: httpx.Client, field: str) -> None:
+    """`output_config.format` (and the earlier top-level `output_format`) make the text JSON of the schema."""
+
+    class Forecast(BaseModel):
+        city: str
+        temperature: float
+
+    schema = {**Forecast.model_json_schema(), "additionalProperties": False}
+    spec = {"type": "json_schema", "schema": schema}
+    extra = {"output_config": {"format": spec}} if field == "output_config" else {"output_format": spec}
+    message = claude.messages.create(model="c", max_tokens=100, messages=USER, extra_body=extra)
+    assert message.stop_reason == "end_turn"
+    assert Forecast.model_validate_json(message.content[0].text) == Forecast(city="mock", temperature=1.5)
+    body = {"model": "c", "max_tokens": 100, "messages": USER, "stream": True, **extra}
+    with http.stream("POST", "/v1/messages", json=body) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
+    assert text == message.content[0].text
+
+
+def test_responses_function_call_round_trip_plain_and_streamed(oai: openai.OpenAI) -> None:
+    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER_TOOL["function"]["parameters"]}
+    first = oai.responses.create(model="m1", input="Weather in Paris?", tools=[tool])
+    (call,) = first.output
+    assert call.type == "function_call" and json.loads(call.arguments)["location"] == "mock"
+    follow_up = [{"role": "user", "content": "Weather in Paris?"}, call.model_dump(exclude_none=True),
+                 {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}]
+    answer = oai.responses.create(model="m1", input=follow_up, tools=[tool])
+    assert answer.output[0].type == "message"
+    assert answer.output_text.startswith("Mock answer from tool result: Sunny, 21 C")
+    events = list(oai.responses.create(model="m1", input=follow_up, tools=[tool], stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == answer.output_text
+    assert events[-1].type == "response.completed"
+    streamed_call = list(oai.responses.create(model="m1", input="Weather?", tools=[tool], stream=True))
+    arguments = "".join(e.delta for e in streamed_call if e.type == "response.function_call_arguments.delta")
+    assert json.loads(arguments)["location"] == "mock"
+    assert streamed_call[-1].response.output[0].type == "function_call"
+
+
+def test_responses_json_schema_text_format(oai: openai.OpenAI) -> None:
+    class Forecast(BaseModel):
+        city: str
+        sunny: bool
+
+    parsed = oai.responses.parse(model="m1", input="Weather in Paris?", text_format=Forecast)
+    assert parsed.output_parsed == Forecast(city="mock", sunny=True)
+    plain = oai.responses.create(model="m1", input="Weather?", text={"format": {"type": "json_object"}})
+    assert json.loads(plain.output_text)["answer"].startswith("Mock answer to: Weather?")
+
+
+class _Sky(str, Enum):
+    SUNNY = "sunny"
+    RAINY = "rainy"
+
+
+class _Reading(BaseModel):
+    celsius: float = Field(gt=-90, lt=60)
+    taken_at: datetime
+    station: UUID
+
+
+class _Node(BaseModel):
+    name: str
+    children: list[_Node] = []
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sky: _Sky
+    readings: list[_Reading] = Field(min_length=2, max_length=3)
+    humidity: int = Field(ge=40, le=60, multiple_of=5)
+    warning: str | None
+    contact: str = Field(min_length=12, max_length=20)
+    kind: Literal["daily"]
+    pair: tuple[int, str]
+    codes: set[str] = Field(min_length=2)
+    tree: _Node
+    extra: dict[str, int]
+    site: str = Field(json_schema_extra={"format": "uri"})
+
+
+def test_example_from_schema_satisfies_pydantic_models() -> None:
+    """$defs/$ref, enums, nullable anyOf, bounds, formats, tuples, recursion, closed objects."""
+    schema = _Report.model_json_schema()
+    value = example_from_schema(schema)
+    report = _Report.model_validate(value)
+    assert report.sky is _Sky.SUNNY and report.warning == "mock" and len(report.readings) == 2
+    assert report.humidity == 40 and len(report.codes) == 2 and report.kind == "daily"
+    assert set(value) == set(schema["properties"])          # additionalProperties: false holds
+    # litellm writes Anthropic refs as bare JSON pointers ("/$defs/Name")
+    bare = json.loads(json.dumps(schema).replace('"#/$defs/', '"/$defs/'))
+    assert _Report.model_validate(example_from_schema(bare)) == report
+
+
+@pytest.mark.parametrize(("schema", "expected"), [
+    ({"anyOf": [{"type": "null"}, {"type": "integer"}]}, 1),
+    ({"type": ["null", "string"]}, "mock"),
+    ({"enum": [None, "b"]}, "b"),
+    ({"type": "integer", "exclusiveMinimum": 5}, 6),
+    ({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.1}, 0.05),
+    ({"type": "array", "items": {"type": "string"}, "maxItems": 0}, []),
+    ({"type": "object", "required": ["k"], "additionalProperties": {"type": "boolean"}}, {"k": True}),
+    ({"allOf": [{"$ref": "#/$defs/A"}], "$defs": {"A": {"type": "object", "properties": {"a": {"const": 2}}}}},
+     {"a": 2}),
+    ("not a schema", {}),
+])
+def test_example_from_schema_keywords(schema: object, expected: object) -> None:
+    assert example_from_schema(schema) == expected
