@@ -25,6 +25,16 @@ from telemetry.span_recorder import TraceFacts, TraceIds
 
 logger = logging.getLogger("sluice.observe")
 _EXTRA_PARAMS = (("top_p", sc.GEN_AI_REQUEST_TOP_P), ("seed", sc.GEN_AI_REQUEST_SEED))
+_NUMBERS = (int, float)
+
+
+def _odd(value: object) -> object:
+    """A sampling parameter that is no number (a bool, a string), as the row carries it to
+    the writer: short scalars as they are, anything else as its type. The writer stores
+    NULL for it and records the value in `anomalies`."""
+    if value.__class__ is bool or (value.__class__ is str and len(value) <= 64):
+        return value
+    return f"<{type(value).__name__}>"
 
 
 def _failed(ctx: RequestContext) -> bool:
@@ -45,12 +55,26 @@ class RequestObserver:
         ctx.trace = self._traces.begin(scope["headers"], scope["path"])
 
     def finish(self, ctx: RequestContext, body: dict | None) -> None:
-        """Never raises: telemetry must not turn a served request into an error."""
+        """Never raises: telemetry must not turn a served request into an error. Never
+        loses the request's row either: a record that cannot be built in full (a bug, an
+        odd value) is built from what can be read, the failure noted in `anomalies`."""
         try:
             ids = ctx.trace
             # sampled at the start, or failed and ours to decide (no caller's traceparent)
             keep = ids is not None and (ids.sampled or self._keep_failed and ids.parent is None and _failed(ctx))
-            self._tel.record(self._record(ctx, body), self._trace(ctx, ids) if keep else None)
+            try:
+                rec = self._record(ctx, body)
+            except Exception as exc:
+                logger.exception("telemetry: request %s recorded in part", ctx.request_id)
+                rec = self._partial_record(ctx, exc)
+            trace = None
+            if keep:
+                try:
+                    trace = self._trace(ctx, ids)
+                except Exception:
+                    logger.exception("telemetry: no spans for request %s", ctx.request_id)
+                    self._tel.metrics.rows_dropped("spans", 1, "invalid")
+            self._tel.record(rec, trace)
         except Exception:
             logger.exception("telemetry failed for request %s", ctx.request_id)
 
@@ -105,6 +129,27 @@ class RequestObserver:
                     extras[attr] = value
         return extras
 
+    @staticmethod
+    def _partial_record(ctx: RequestContext, exc: BaseException) -> RequestRecord:
+        """The row of a request `_record()` failed on: each field that can be read."""
+        rec = RequestRecord(timestamp=time.time_ns() // 1000, anomalies={"record": f"<{type(exc).__name__}>"})
+        fields = (
+            ("timestamp", lambda: ctx.start_ns // 1000), ("request_id", lambda: ctx.request_id),
+            ("trace_id", lambda: ctx.trace_id), ("span_id", lambda: ctx.span_id),
+            ("tenant", lambda: ctx.principal.tenant), ("key_id", lambda: ctx.principal.key_id),
+            ("operation", lambda: ctx.operation.value), ("api_format", lambda: ctx.api_format.value),
+            ("public_model", lambda: ctx.public_model), ("status_code", lambda: ctx.status),
+            ("error_type", lambda: ctx.error_type or ""), ("latency_ms", lambda: ctx.latency_ms()),
+            ("stream", lambda: ctx.stream), ("user_agent", lambda: ctx.user_agent),
+            ("limited", lambda: ctx.limited),
+        )
+        for name, read in fields:
+            try:
+                setattr(rec, name, read())
+            except Exception:
+                pass
+        return rec
+
     def _record(self, ctx: RequestContext, body: dict | None) -> RequestRecord:
         s = ctx.summary
         dep = ctx.deployment
@@ -133,8 +178,9 @@ class RequestObserver:
             guardrail_actions=list(ctx.guardrail_actions), guardrail_latency_ms=ctx.guardrail_ms,
             prompt_text=prompt, completion_text=s.text, prompt_embedding=ctx.prompt_embedding,
             finish_reason=s.finish_reason or "", stream=ctx.stream,
-            temperature=float(temperature) if isinstance(temperature, (int, float)) else None,
-            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            temperature=temperature if temperature is None or temperature.__class__ in _NUMBERS else _odd(temperature),
+            max_tokens=max_tokens if max_tokens is None or max_tokens.__class__ in _NUMBERS else _odd(max_tokens),
             user=user if isinstance(user, str) else "",
             user_agent=ctx.user_agent,
+            limited=ctx.limited,
         )

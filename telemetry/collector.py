@@ -11,10 +11,24 @@ workers share one embedded chDB, which allows one process per directory.
     gateway worker(s) ── CollectorClient ══ Unix socket (frames.py) ══► collector process
                                                                         └── TelemetrySink
 
-Messages (tuples): ("data", [(row, trace), ...]) is never answered; ("flush", timeout_s),
-("stats",), ("report", since, by) and, with `--workers`, ("stats", worker, metrics text) and
-("metrics", worker, metrics text) (`telemetry.metrics_merge`) are answered with
+Messages (tuples): a gateway first says ("hello", client id, oldest unacknowledged
+sequence number), answered ("ok", {"instance", "ack"}). Data frames ("data", [(row, trace),
+...], first_seq, flags: `frames.send_data`) are never answered; ("flush", timeout_s),
+("stats",), ("report", since, by) and, with `--workers`, ("stats", worker, metrics text)
+and ("metrics", worker, metrics text) (`telemetry.metrics_merge`) are answered with
 ("ok", value) or ("error", text).
+
+Acknowledgements: the collector keeps a `ClientLedger` per gateway process and a `Ticket`
+per frame, on which the writers count what became of its rows and spans. Once every
+ticket up to a frame is done (nothing of them held: written, or given up and counted) the
+collector sends ("ack", ledger key, acked, written totals, dropped totals): everything
+numbered below `acked` is resolved, and the totals are the ledger's running counts per
+queue (and reason). Acks go out on the gateway's connection after each message from it
+(frames every 50 ms under load, stats every second when idle), before the answer to a
+flush, and once more when the collector stops. The gateway keeps what is not acknowledged
+and resends it to a restarted collector (flag RESENT when another collector had it), so
+a collector that dies loses nothing and counts nothing twice (docs/telemetry.md,
+"Delivery").
 
 `python -m telemetry.collector --socket PATH --data-dir DIR [--parent-pid PID]` reads the
 `telemetry:` config as JSON on stdin (so a ClickHouse password never shows in `ps`), serves
@@ -37,14 +51,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from telemetry.batch_writer import Ticket
 from telemetry.config import TelemetryConfig
-from telemetry.frames import recv_frame, send_frame
+from telemetry.frames import RESENT, recv_frame, send_frame
 from telemetry.metrics_merge import merge_expositions, writer_exposition
 from telemetry.priority import PriorityGuard, unread_bytes
 from telemetry.sink import TelemetrySink
@@ -92,8 +107,66 @@ class WriterStats:
                     "failed": dict(self.failed)}
 
 
+_LEDGERS_MAX = 1024        # gateway processes remembered (one per worker lifetime)
+
+
+class ClientLedger:
+    """One gateway process as this collector knows it: the next sequence number it
+    expects, a ticket per frame received and not yet acknowledged (in order), and the
+    running totals of what it acknowledged (`key` names them: a new ledger counts from 0).
+    Kept across reconnections, so a frame resent to the same collector is recognised."""
+
+    def __init__(self, client: str, base: int, key: str) -> None:
+        self.client = client
+        self.key = key
+        self.received = base
+        self.acked = base
+        self.frames: deque[tuple[int, Ticket]] = deque()     # (end seq, ticket)
+        self.written: Counter[str] = Counter()
+        self.dropped: Counter[tuple[str, str]] = Counter()
+        self.last_sent: tuple | None = None
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.send_lock = threading.Lock()
+        self.touched = time.monotonic()
+
+    def accept(self, first_seq: int, count: int, flags: int) -> tuple[int, Ticket | None]:
+        """A data frame arrived: how many of its leading entries this collector has already
+        (resent on a new connection), and the ticket for the rest (None: nothing new)."""
+        with self.lock:
+            end = first_seq + count
+            if end <= self.received:
+                return count, None
+            skip = max(0, self.received - first_seq)
+            self.received = end
+            ticket = Ticket(suspect=bool(flags & RESENT), key=end)
+            self.frames.append((end, ticket))
+            return skip, ticket
+
+    def progress(self) -> tuple | None:
+        """The acknowledgement to send, or None when nothing changed since the last one."""
+        with self.lock:
+            while self.frames and self.frames[0][1].done:
+                end, ticket = self.frames.popleft()
+                self.written.update(ticket.written)
+                self.dropped.update(ticket.dropped)
+                self.acked = end
+            if not self.frames:
+                self.acked = max(self.acked, self.received)
+            ack = ("ack", self.key, self.acked, dict(self.written), dict(self.dropped))
+            if ack == self.last_sent:
+                return None
+            self.last_sent = ack
+            return ack
+
+    def current(self) -> tuple:
+        with self.lock:
+            self.last_sent = ("ack", self.key, self.acked, dict(self.written), dict(self.dropped))
+            return self.last_sent
+
+
 class Collector:
-    """The collector's state: the sink and what it answers."""
+    """The collector's state: the sink, the gateways' ledgers, and what it answers."""
 
     def __init__(self, sink: TelemetrySink, stats: WriterStats, *, arrow_pool: str = "") -> None:
         self.sink = sink
@@ -101,6 +174,56 @@ class Collector:
         self.arrow_pool = arrow_pool             # what pyarrow allocates from (for `stats`)
         self.instance = f"{os.getpid()}-{time.time_ns()}"   # a restart resets the counters
         self.worker_metrics: dict[str, tuple[float, bytes]] = {}   # worker -> (when, exposition)
+        self.ledgers: dict[str, ClientLedger] = {}
+        self._ledgers_lock = threading.Lock()
+        self._epoch = 0
+
+    def hello(self, client: str, oldest: int, sock: socket.socket | None) -> tuple[ClientLedger, tuple]:
+        """A gateway (re)connected: its ledger (new, or the one kept since it last spoke
+        to this collector) and the answer, with the acknowledgement it may have missed."""
+        with self._ledgers_lock:
+            ledger = self.ledgers.get(client)
+            if ledger is None:
+                if len(self.ledgers) >= _LEDGERS_MAX:
+                    idle = [c for c, led in self.ledgers.items() if not led.frames]
+                    for c in sorted(idle, key=lambda c: self.ledgers[c].touched)[:len(self.ledgers) // 2]:
+                        del self.ledgers[c]
+                self._epoch += 1
+                ledger = self.ledgers[client] = ClientLedger(client, int(oldest), f"{self.instance}/{self._epoch}")
+            ledger.sock = sock
+            ledger.touched = time.monotonic()
+        return ledger, ("ok", {"instance": self.instance, "ack": ledger.current()})
+
+    def take(self, ledger: ClientLedger, entries: list, first_seq: int, flags: int) -> None:
+        """A data frame from `ledger`'s gateway: to the writers, on a ticket."""
+        skip, ticket = ledger.accept(first_seq, len(entries), flags)
+        if ticket is None:
+            return
+        try:
+            self.sink.submit_many(entries[skip:] if skip else entries, ticket,
+                                  client=ledger.client, first_seq=first_seq + skip)
+        except Exception:
+            log.exception("telemetry collector: could not take a batch of %d requests", len(entries) - skip)
+        finally:
+            ticket.release()
+
+    def acknowledge(self, ledger: ClientLedger, sock: socket.socket) -> None:
+        """Send `ledger`'s acknowledgement on `sock` if it moved (OSError: connection gone)."""
+        ack = ledger.progress()
+        if ack is not None:
+            with ledger.send_lock:
+                send_frame(sock, ack)
+
+    def final_acks(self) -> None:
+        """Stopping: every gateway still connected gets its last acknowledgement."""
+        for ledger in list(self.ledgers.values()):
+            sock = ledger.sock
+            if sock is None:
+                continue
+            try:
+                self.acknowledge(ledger, sock)
+            except OSError:
+                pass
 
     def _stats(self) -> dict[str, Any]:
         depth = {w.name: w.depth for w in self.sink.writers}
@@ -131,6 +254,8 @@ class Collector:
                 return "ok", self._merged_metrics()
             if kind == "report":
                 return "ok", self.sink.report(message[1], message[2])
+            if kind == "audit":             # ("audit", rows): admin API audit rows (telemetry/audit.py)
+                return "ok", self.sink.audit(message[1])
             return "error", f"unknown message {kind!r}"
         except ValueError as exc:           # a bad report argument: the caller's to fix
             return "error", str(exc)
@@ -154,22 +279,43 @@ class _Connection(socketserver.BaseRequestHandler):
             self.server.connections.discard(sock)
 
     def _serve(self, collector: Collector, sock: socket.socket) -> None:
-        while True:
-            try:
-                message = recv_frame(sock)
-            except (ConnectionError, OSError):
-                return
-            if message[0] == "data":
+        ledger: ClientLedger | None = None
+        send_lock = threading.Lock()
+        try:
+            while True:
                 try:
-                    collector.sink.submit_many(message[1])
-                except Exception:
-                    log.exception("telemetry collector: could not take a batch of %d requests",
-                                  len(message[1]))
-                continue
-            try:
-                send_frame(sock, collector.answer(message))
-            except OSError:
-                return
+                    message = recv_frame(sock)
+                except (ConnectionError, OSError):
+                    return
+                kind = message[0]
+                if kind == "data":
+                    if ledger is None:           # no hello: nobody to acknowledge to
+                        try:
+                            collector.sink.submit_many(message[1])
+                        except Exception:
+                            log.exception("telemetry collector: could not take a batch of %d requests",
+                                          len(message[1]))
+                        continue
+                    collector.take(ledger, message[1], message[2], message[3])
+                    answer = None
+                elif kind == "hello":
+                    if ledger is not None:
+                        ledger.sock = None
+                    ledger, answer = collector.hello(str(message[1]), int(message[2]), sock)
+                    ledger.send_lock = send_lock
+                else:
+                    answer = collector.answer(message)
+                try:
+                    if ledger is not None:
+                        collector.acknowledge(ledger, sock)      # acks before an answer (flush)
+                    if answer is not None:
+                        with send_lock:
+                            send_frame(sock, answer)
+                except OSError:
+                    return
+        finally:
+            if ledger is not None and ledger.sock is sock:
+                ledger.sock = None
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
@@ -238,7 +384,15 @@ def serve(cfg: TelemetryConfig, data_dir: Path, socket_path: Path, *, parent_pid
     server.shutdown()
     server.server_close()
     socket_path.unlink(missing_ok=True)
+    # Connected gateways may still send while the writers drain: what comes too late is
+    # counted on its ticket ("shutdown"), and the last acknowledgements tell them all.
     sink.shutdown(shutdown_timeout_s)
+    collector.final_acks()
+    for sock in list(connections):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class CollectorProcess:
@@ -278,6 +432,12 @@ class CollectorProcess:
                 raise RuntimeError(f"the telemetry collector did not listen on {self.socket_path} "
                                    f"within {timeout_s:g}s")
             time.sleep(0.02)
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: it flushes, acknowledges and exits (`stop()` waits)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
 
     def restart(self) -> None:
         self.stop(timeout_s=1.0)

@@ -7,12 +7,21 @@ them about 3x faster than pickle. Each entry is encoded on its own when it is qu
 until the next frame, and the shipper thread only hands bytes to `sendmsg` (measured: 2 µs
 less gateway CPU a request than encoding the batch in the shipper; docs/telemetry.md). A frame is the
 marshal encoding of a list whose items are those encodings, so the collector decodes it in
-one `marshal.loads`. Everything else (flush, stats, report calls and their answers), and an
-entry marshal cannot hold, is pickle. Both ends are Sluice processes of the same user on a
+one `marshal.loads`. An entry marshal cannot hold (an object of some other type in it) is
+pickled and travels as a bytes item of that list; one pickle cannot hold either has its
+odd objects replaced by their text (`plain`), so every entry reaches the collector.
+Everything else (hello, flush, stats, report calls, their answers and the collector's
+acknowledgements) is pickle. Both ends are Sluice processes of the same user on a
 Unix socket in the data directory (mode 0600), never a network peer, so nothing untrusted
 is ever decoded.
 
-    frame = length (4 bytes, big-endian) | kind (1 byte: m = marshal data, p = pickle) | body
+    frame = length (4 bytes, big-endian) | kind (1 byte) | body
+    kind s: data, body = first_seq (8 bytes) | flags (1 byte) | marshal list of entries
+    kind p: a pickled message
+
+A data frame's entries are numbered from `first_seq` in the sending gateway process
+(`CollectorClient`); flag `RESENT` marks a frame some other collector received before and
+may have written (`telemetry.collector` then checks ClickHouse before writing its rows).
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ from typing import Any
 
 _HEADER = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024        # a corrupt length must not allocate the machine away
-_MARSHAL, _PICKLE = b"m", b"p"
+_DATA, _MARSHAL, _PICKLE = b"s", b"m", b"p"
+_DATA_HEAD = struct.Struct("!QB")     # first_seq, flags
+RESENT = 1
 # marshal's list: "[" and a little-endian int32 count, then the items. Items are encoded
 # with format version 2, which has no back-references, so independently encoded items
 # can be concatenated (versions 3+ number shared objects per dumps() call).
@@ -34,18 +45,42 @@ _ENTRY_VERSION = 2
 _IOV_MAX = 1024                      # buffers per sendmsg() (Linux's IOV_MAX)
 
 
-def pack_entry(entry: tuple) -> bytes | tuple:
-    """One data entry as marshal bytes for `send_data`, or the entry itself when marshal
-    cannot hold it (it then goes as pickle)."""
+def pack_entry(entry: tuple) -> bytes:
+    """One data entry as bytes for `send_data`: marshal, or (rare) a pickle of it carried
+    as marshal bytes. Never raises."""
     try:
         return marshal.dumps(entry, _ENTRY_VERSION)
     except ValueError:
-        return entry
+        pass
+    try:
+        return marshal.dumps(pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL), _ENTRY_VERSION)
+    except Exception:
+        return marshal.dumps(plain(entry), _ENTRY_VERSION)
+
+
+def plain(value: Any, depth: int = 0) -> Any:
+    """`value` with everything marshal cannot hold replaced by its text (bounded)."""
+    kind = type(value)
+    if value is None or kind in (int, float, str, bytes, bool, complex):
+        return value
+    if depth > 20:
+        return "<nested too deep>"
+    if kind in (tuple, list, set, frozenset) or isinstance(value, (tuple, list)):
+        return tuple(plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return {plain(k, depth + 1): plain(v, depth + 1) for k, v in value.items()}
+    try:
+        return str(value)[:1000]
+    except Exception:
+        return f"<{kind.__name__}>"
 
 
 def unpack_entry(packed: bytes | tuple) -> tuple:
     """The entry `pack_entry` made `packed` from."""
-    return marshal.loads(packed) if type(packed) is bytes else packed
+    if type(packed) is not bytes:
+        return packed
+    entry = marshal.loads(packed)
+    return pickle.loads(entry) if type(entry) is bytes else entry
 
 
 def send_frame(sock: socket.socket, message: Any) -> int:
@@ -53,22 +88,17 @@ def send_frame(sock: socket.socket, message: Any) -> int:
     return _send(sock, _PICKLE + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def send_data(sock: socket.socket, packed: list[bytes | tuple]) -> int:
-    """Send `pack_entry()` results as ("data", entries) messages: one marshal frame, and
-    a pickle frame for the entries marshal could not hold. Returns the bytes sent.
+def send_data(sock: socket.socket, packed: list[bytes], first_seq: int = 0, flags: int = 0) -> int:
+    """Send `pack_entry()` results, numbered from `first_seq`, as one data frame. Returns
+    the bytes sent.
 
-    The marshal frame goes out in one gathering `sendmsg` straight from the entries'
-    bytes: no frame-sized buffer is built (large short-lived buffers made glibc raise its
-    mmap threshold and fragment the heap), and the shipper thread takes the GIL back once
-    per frame, not once per chunk."""
-    blobs = [p for p in packed if type(p) is bytes]
-    size = 0
-    if blobs:
-        head = _MARSHAL + _LIST_HEAD.pack(b"[", len(blobs))
-        size = len(head) + sum(map(len, blobs))
-        _send_buffers(sock, [_HEADER.pack(size) + head, *blobs])
-    if len(blobs) < len(packed):
-        size += send_frame(sock, ("data", [p for p in packed if type(p) is not bytes]))
+    The frame goes out in one gathering `sendmsg` straight from the entries' bytes: no
+    frame-sized buffer is built (large short-lived buffers made glibc raise its mmap
+    threshold and fragment the heap), and the shipper thread takes the GIL back once per
+    frame, not once per chunk."""
+    head = _DATA + _DATA_HEAD.pack(first_seq, flags) + _LIST_HEAD.pack(b"[", len(packed))
+    size = len(head) + sum(map(len, packed))
+    _send_buffers(sock, [_HEADER.pack(size) + head, *packed])
     return size
 
 
@@ -101,11 +131,21 @@ def recv_frame(sock: socket.socket) -> Any:
         raise ConnectionError(f"telemetry frame of {size} bytes: not a Sluice peer")
     body = _recv_exactly(sock, size)
     kind = body[:1]
+    if kind == _DATA:
+        first_seq, flags = _DATA_HEAD.unpack_from(body, 1)
+        return ("data", _entries(marshal.loads(memoryview(body)[1 + _DATA_HEAD.size:])), first_seq, flags)
     if kind == _MARSHAL:
-        return ("data", marshal.loads(memoryview(body)[1:]))
+        return ("data", _entries(marshal.loads(memoryview(body)[1:])), 0, 0)
     if kind == _PICKLE:
         return pickle.loads(memoryview(body)[1:])
     raise ConnectionError(f"telemetry frame of unknown kind {bytes(kind)!r}: not a Sluice peer")
+
+
+def _entries(entries: list) -> list:
+    """Decoded entries, the pickled ones (bytes items) unpickled."""
+    if bytes in set(map(type, entries)):
+        return [pickle.loads(e) if type(e) is bytes else e for e in entries]
+    return entries
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytearray:

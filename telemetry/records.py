@@ -62,10 +62,22 @@ class RequestRecord:
     user: str = ""                        # the caller's `user` field
     client_ip: str = ""
     user_agent: str = ""
+    limited: str = ""                     # refused by the gateway's limits: rate | budget | concurrency
+    # What telemetry could not store as it was given, column -> the value it had (as text):
+    # filled where a value does not fit its column (`request_codec`), or where the gateway
+    # had to replace one. None: nothing odd (almost every request).
+    anomalies: dict[str, str] | None = None
 
     def as_row(self) -> tuple:
         """Values in `REQUEST_COLUMNS` order, for clickhouse-connect's insert."""
-        return tuple(getattr(self, name) for name in REQUEST_COLUMNS)
+        return tuple(getattr(self, name) if name != "anomalies" else (self.anomalies or {})
+                     for name in REQUEST_COLUMNS)
 
 
 REQUEST_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RequestRecord))
+# Columns the writer adds to every row: the gateway process that sent it (a random id per
+# `CollectorClient`, "" in-process) and the row's sequence number there. A row the gateway
+# resends to a restarted collector is recognised by them and written once
+# (`request_codec.RequestArrowCodec.dedupe`).
+INGEST_COLUMNS: tuple[str, ...] = ("ingest_client", "ingest_seq")
+STORED_REQUEST_COLUMNS: tuple[str, ...] = REQUEST_COLUMNS + INGEST_COLUMNS

@@ -7,7 +7,10 @@ plus a totals row, rendered as a plain-text table. Definitions:
   rows a group, sampled above); TTFT over streamed requests only;
 - cache hit rate: hits (exact or semantic) over requests that consulted the cache
   (hit, semantic-hit, miss); bypass/off/error are not lookups;
-- fallback rate: requests answered by a fallback deployment, over all requests.
+- fallback rate: requests answered by a fallback deployment, over all requests;
+- limited: requests the gateway's rate limits or budgets refused (429), over all requests.
+`--by key` groups by the key's non-secret id; run through the gateway (`/sluice/report`),
+`--by key` and `--by tenant` also list each budget's spend and what is left of it now.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from datetime import timedelta
 from clickhouse_connect.driver.client import Client
 
 GROUP_COLUMNS = {"model": "public_model", "deployment": "deployment", "tenant": "tenant",
-                 "provider": "provider"}
+                 "provider": "provider", "key": "key_id"}
 _SINCE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,6 +49,7 @@ class ReportRow:
     cost_usd: float | None
     cache_hit_rate: float | None      # None when no request consulted the cache
     fallback_rate: float
+    limited_rate: float = 0.0
 
 
 _SELECT = """
@@ -60,7 +64,8 @@ SELECT
     sum(cost_usd) AS cost_usd,
     countIf(cache_status IN ('hit', 'semantic-hit')) AS hits,
     countIf(cache_status IN ('hit', 'semantic-hit', 'miss')) AS lookups,
-    countIf(fallback) / count() AS fallback_rate
+    countIf(fallback) / count() AS fallback_rate,
+    countIf(limited != '') / count() AS limited_rate
 FROM `{db}`.llm_requests
 WHERE timestamp >= now64(3) - toIntervalSecond({seconds})
 """
@@ -73,12 +78,13 @@ def _q(values: list[float] | None) -> tuple[float | None, float | None, float | 
 
 
 def _row(r: tuple) -> ReportRow:
-    key, requests, err, lat, ttft, tin, tout, cost, hits, lookups, fb = r
+    key, requests, err, lat, ttft, tin, tout, cost, hits, lookups, fb, limited = r
     return ReportRow(
         key=str(key), requests=int(requests), error_rate=float(err), latency_ms=_q(lat),
         ttft_ms=_q(ttft), input_tokens=int(tin), output_tokens=int(tout),
         cost_usd=None if cost is None else float(cost),
         cache_hit_rate=(hits / lookups) if lookups else None, fallback_rate=float(fb),
+        limited_rate=float(limited),
     )
 
 
@@ -118,14 +124,14 @@ def render(rows: list[ReportRow], total: ReportRow | None, *, since: str, by: st
     if total is None:
         return f"{title}\n(no requests)\n"
     header = [by, "requests", "errors", "lat p50", "p95", "p99", "ttft p50", "p95", "p99",
-              "tok in", "tok out", "cost $", "cache hit", "fallback"]
+              "tok in", "tok out", "cost $", "cache hit", "fallback", "limited"]
     lines = []
     for r in [*rows, total]:
         lines.append([
             r.key or "(none)", str(r.requests), _pct(r.error_rate),
             *(_ms(v) for v in r.latency_ms), *(_ms(v) for v in r.ttft_ms),
             str(r.input_tokens), str(r.output_tokens), _usd(r.cost_usd),
-            _pct(r.cache_hit_rate), _pct(r.fallback_rate),
+            _pct(r.cache_hit_rate), _pct(r.fallback_rate), _pct(r.limited_rate),
         ])
     widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header))]
 

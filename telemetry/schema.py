@@ -16,6 +16,13 @@ Tables (all in one database, `sluice` by default):
   Migration 5 drops the v1 skip indexes on attribute keys and resource attributes (they
   cannot skip anything given the sort order) and keeps fresh inserts in compact parts.
 - `llm_requests`: the wide table, one row per gateway request (see `records.py`).
+  Migration 6 adds `anomalies` (values stored other than as given, and what they were)
+  and `ingest_client`/`ingest_seq` (which gateway process sent the row, its number there:
+  a row resent after a collector crash is written once).
+  Migration 7 adds `limited` (the gateway's limits refused the request: rate, budget,
+  concurrency; "" when admitted).
+- `admin_audit`: one row per admin API action, who / what / when (migration 7,
+  `telemetry/audit.py`); no TTL.
 - `sluice_schema_migrations`: which migrations ran.
 
 `migrate(client, database)` applies the missing migrations in order. Every statement is
@@ -78,6 +85,10 @@ REQUEST_COLUMN_TYPES: dict[str, str] = {
     "user": "String CODEC(ZSTD(1))",
     "client_ip": "String CODEC(ZSTD(1))",
     "user_agent": "LowCardinality(String)",
+    "limited": "LowCardinality(String)",
+    "anomalies": "Map(LowCardinality(String), String) CODEC(ZSTD(1))",
+    "ingest_client": "LowCardinality(String)",
+    "ingest_seq": "UInt64 CODEC(Delta, ZSTD(1))",
 }
 
 # The columns of the first released llm_requests; v2 added the rest.
@@ -157,8 +168,13 @@ SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
     ]
 
 
+# The columns of v6 (v2 added everything else past v1).
+_V6_REQUEST_COLUMNS = ("anomalies", "ingest_client", "ingest_seq")
+
+
 def _v2_request_columns(db: str, ttl_days: int) -> list[str]:
-    added = [c for c in REQUEST_COLUMN_TYPES if c not in _V1_REQUEST_COLUMNS]
+    added = [c for c in REQUEST_COLUMN_TYPES
+             if c not in _V1_REQUEST_COLUMNS and c not in _V6_REQUEST_COLUMNS and c not in _V7_REQUEST_COLUMNS]
     adds = ",\n    ".join(
         f"ADD COLUMN IF NOT EXISTS `{c}` {REQUEST_COLUMN_TYPES[c]}" for c in added
     )
@@ -239,6 +255,34 @@ def _v5_span_insert_cost(db: str, ttl_days: int) -> list[str]:
     ]
 
 
+def _v6_delivery(db: str, ttl_days: int) -> list[str]:
+    """`anomalies`: values stored other than as given (clamped, NULL, replaced), column ->
+    the value it had. `ingest_client`, `ingest_seq`: who sent the row and its number there,
+    so a row resent after a collector crash is written once; the bloom filter lets that
+    look-up skip the granules of every other gateway process."""
+    adds = ",\n    ".join(
+        f"ADD COLUMN IF NOT EXISTS `{c}` {REQUEST_COLUMN_TYPES[c]}" for c in _V6_REQUEST_COLUMNS)
+    return [
+        f"ALTER TABLE `{db}`.llm_requests\n    {adds}",
+        f"ALTER TABLE `{db}`.llm_requests ADD INDEX IF NOT EXISTS idx_ingest_client ingest_client "
+        f"TYPE bloom_filter(0.01) GRANULARITY 1",
+    ]
+
+
+# The column of v7.
+_V7_REQUEST_COLUMNS = ("limited",)
+
+
+def _v7_limits(db: str, ttl_days: int) -> list[str]:
+    """`limited`: which of the gateway's limits refused the request (issue 22); and the
+    admin API's audit trail, `admin_audit` (telemetry/audit.py)."""
+    from telemetry.audit import audit_table_sql
+    return [
+        f"ALTER TABLE `{db}`.llm_requests ADD COLUMN IF NOT EXISTS `limited` {REQUEST_COLUMN_TYPES['limited']}",
+        audit_table_sql(db),
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -254,6 +298,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "otel_traces_ingest: span attributes as JSON, mapped by a view", _v4_span_ingest),
     Migration(5, "otel_traces: drop skip indexes that never skip, compact parts for inserts",
               _v5_span_insert_cost),
+    Migration(6, "llm_requests: anomalies map, ingest client and sequence (exactly-once rows)",
+              _v6_delivery),
+    Migration(7, "llm_requests: limited; admin_audit table", _v7_limits),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

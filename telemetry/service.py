@@ -36,7 +36,7 @@ from telemetry.config import TelemetryConfig
 from telemetry.metrics import GatewayMetrics
 from telemetry.pricing import PriceTable
 from telemetry.records import RequestRecord
-from telemetry.request_codec import float32_bytes, queued_row
+from telemetry.request_codec import float32_bytes, lenient_row, queued_row
 from telemetry.sink import REQUESTS_QUEUE, SPANS_QUEUE, TelemetrySink
 from telemetry.span_recorder import TraceFacts, TraceStarter
 from telemetry.tracing import extract_context
@@ -147,11 +147,24 @@ class Telemetry:
             return self.client.report(since, by)
         raise ValueError("telemetry is disabled")
 
+    def audit(self, rows: list[tuple]) -> int:
+        """Write admin API audit rows (`telemetry.audit`) now, through the same ClickHouse
+        connection as the request rows (blocking: call from a thread). Raises on failure;
+        the caller retries."""
+        if self.sink is not None:
+            return self.sink.audit(rows)
+        if self.client is not None:
+            return self.client.audit(rows)
+        return 0
+
     # -- request path -------------------------------------------------------------
 
     def record(self, rec: RequestRecord, trace: TraceFacts | None = None) -> None:
         """Account one finished request (and its sampled trace). O(1), non-blocking,
-        never raises.
+        never raises, and never loses the row: a step that fails on an odd value (a
+        provider's token count that is no number, text that is no string) is logged and
+        skipped, and the row goes on (the writer stores every value it can and flags the
+        rest in `anomalies`).
 
         Fills `cost_usd` when missing, applies the tenant's prompt logging policy, updates
         the metrics and queues the row. The record belongs to telemetry afterwards.
@@ -166,6 +179,10 @@ class Telemetry:
                     rec.cost_usd = self.cost(rec.provider_type, rec.upstream_model,
                                              rec.input_tokens, rec.output_tokens,
                                              rec.cached_tokens)
+        except Exception:
+            rec.cost_usd = None                # the odd usage is flagged where it is stored
+            self._failed("cost")
+        try:
             log_text, cap = self.config.text_policy(rec.tenant)
             if not log_text:
                 rec.prompt_text = rec.completion_text = ""
@@ -177,15 +194,44 @@ class Telemetry:
                     rec.completion_text = rec.completion_text[:cap]
                 rec.prompt_embedding = (float32_bytes(rec.prompt_embedding)
                                         if self.config.log_embeddings else b"")
-            self.metrics.observe_request(rec)
-            if self.client is not None:
-                self.client.submit(queued_row(rec), trace)
-            elif self.sink is not None:
-                self.sink.submit(queued_row(rec), trace)
         except Exception:
-            self._record_errors += 1
-            if self._record_errors == 1 or self._record_errors % 1000 == 0:
-                log.exception("telemetry: record() failed (%d so far)", self._record_errors)
+            self._text_policy_failed(rec)
+        try:
+            self.metrics.observe_request(rec)
+        except Exception:
+            self._failed("metrics")            # metrics of this request partly counted
+        try:
+            row = queued_row(rec)
+        except Exception:
+            row = lenient_row(rec)
+        try:
+            if self.client is not None:
+                self.client.submit(row, trace)
+            elif self.sink is not None:
+                self.sink.submit(row, trace)
+        except Exception:
+            self._failed("submit")
+            try:
+                self.metrics.rows_dropped(REQUESTS_QUEUE, 1, "invalid")   # counted, never silent
+            except Exception:
+                pass
+
+    def _failed(self, step: str) -> None:
+        self._record_errors += 1
+        if self._record_errors == 1 or self._record_errors % 1000 == 0:
+            log.exception("telemetry: record() %s failed (%d so far)", step, self._record_errors)
+
+    def _text_policy_failed(self, rec: RequestRecord) -> None:
+        """The texts could not be capped (not strings): store none of them, and say so."""
+        self._failed("prompt logging policy")
+        flags = dict(rec.anomalies) if isinstance(rec.anomalies, dict) else {}
+        for name in ("prompt_text", "completion_text"):
+            value = getattr(rec, name, "")
+            if type(value) is not str:
+                flags[name] = f"<{type(value).__name__}: not stored>"
+            setattr(rec, name, "")
+        rec.prompt_embedding = b""
+        rec.anomalies = flags or None
 
     def cost(
         self, provider_type: str, model: str, input_tokens: int | None,

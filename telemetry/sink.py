@@ -19,6 +19,7 @@ ClickHouse.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from telemetry.batch_writer import BatchWriter, WriterListener
+from telemetry.batch_writer import BatchWriter, Ticket, WriterListener
 from telemetry.clickhouse import (
     ClickHouseConnection,
     ClientFactory,
@@ -39,13 +40,19 @@ from telemetry.clickhouse import (
 )
 from telemetry.config import TelemetryConfig
 from telemetry.otlp import build_otlp_exporter
-from telemetry.report import parse_since, report
-from telemetry.request_codec import RequestArrowCodec
+from telemetry.report import GROUP_COLUMNS, parse_since, report
+from telemetry.request_codec import RequestArrowCodec, RowChunk
 from telemetry.span_exporter import ClickHouseSpanExporter, SpanArrowCodec
 from telemetry.span_recorder import SpanRecorder, TraceFacts
 from telemetry.tracing import build_tracer_provider
 
 log = logging.getLogger("sluice.telemetry")
+
+class _NoTicket:
+    """Stands in for the ClickHouse span exporter's `ticket` slot when there is none."""
+
+    ticket = None
+
 
 REQUESTS_QUEUE = "requests"
 SPANS_QUEUE = "spans"
@@ -63,6 +70,8 @@ class TelemetrySink:
         tracer_provider: TracerProvider,
         span_processors: list[SpanProcessor],
         listener: WriterListener,
+        span_exporter: ClickHouseSpanExporter | None = None,
+        inline_spans: bool = False,
     ) -> None:
         self.config = cfg
         self.connection = connection
@@ -73,6 +82,10 @@ class TelemetrySink:
         self._listener = listener
         self.spans = SpanRecorder(tracer_provider.resource, span_processors)
         self.tracer: trace.Tracer = tracer_provider.get_tracer("sluice")
+        self._span_lock = threading.Lock()
+        # Inline (the collector): the exporter runs on the submitting thread, so the ticket
+        # set around a frame's spans is theirs. Behind a processor thread it would not be.
+        self._span_exporter = span_exporter if inline_spans and span_exporter is not None else _NoTicket()
 
     @classmethod
     def from_config(
@@ -102,7 +115,8 @@ class TelemetrySink:
         span_writer: BatchWriter[pa.RecordBatch] = BatchWriter(
             name=SPANS_QUEUE, codec=SpanArrowCodec(), **common,
         )
-        exporters: dict[str, SpanExporter] = {SPANS_QUEUE: ClickHouseSpanExporter(span_writer)}
+        span_exporter = ClickHouseSpanExporter(span_writer)
+        exporters: dict[str, SpanExporter] = {SPANS_QUEUE: span_exporter}
         if cfg.otlp is not None:
             exporters[OTLP_QUEUE] = build_otlp_exporter(cfg.otlp)
         # The processors only hand spans over to the exporters: a short delay and a queue
@@ -114,10 +128,14 @@ class TelemetrySink:
             schedule_delay_s=min(cfg.flush_interval_s, 0.5),
             on_drop=lambda name, n: listener.rows_dropped(name, n, "processor_queue_full"),
             inline=frozenset({SPANS_QUEUE}) if inline_spans else frozenset(),
+            # A frame's spans in one block: a request's spans are then written (or not)
+            # together, which is what dedupe() of a resent frame relies on.
+            inline_export_batch_size=1 << 30,
         )
         return cls(cfg, connection=connection, request_writer=request_writer,
                    span_writer=span_writer, tracer_provider=provider,
-                   span_processors=processors, listener=listener)
+                   span_processors=processors, listener=listener, span_exporter=span_exporter,
+                   inline_spans=inline_spans)
 
     @property
     def writers(self) -> tuple[BatchWriter, ...]:
@@ -178,16 +196,34 @@ class TelemetrySink:
         if facts is not None:
             self.spans.record(facts, row)
 
-    def submit_many(self, entries: list[tuple[tuple, TraceFacts | None]]) -> None:
-        """A batch of requests (a collector frame): rows first, then all of their spans
-        in one hand-over to the processors."""
-        self.request_writer.put_many([row for row, _ in entries])
-        self.spans.record_many(entries)
+    def submit_many(self, entries: list[tuple[tuple, TraceFacts | None]], ticket: Ticket | None = None,
+                    *, client: str = "", first_seq: int = 0) -> None:
+        """A batch of requests (a collector frame from gateway process `client`, numbered
+        from `first_seq`): rows first, as one chunk, then all of their spans in one hand-over
+        to the processors. With a `ticket`, what becomes of the rows and the spans (written,
+        dropped and why) is counted on it rather than reported to the listener."""
+        chunk = RowChunk([row for row, _ in entries], client, first_seq)
+        self.request_writer.put(chunk, len(chunk), ticket, head=RowChunk.head)
+        with self._span_lock:
+            self._span_exporter.ticket = ticket
+            try:
+                self.spans.record_many(entries, on_invalid=partial(self._invalid_spans, ticket))
+            finally:
+                self._span_exporter.ticket = None
+
+    def _invalid_spans(self, ticket: Ticket | None, count: int) -> None:
+        """Spans of a trace whose facts could not be made into spans (a bug upstream)."""
+        self.span_writer.count_dropped(count, "invalid", ticket)
+
+    def audit(self, rows: list[tuple]) -> int:
+        """Admin API audit rows, inserted now (blocking; rare: one per admin action)."""
+        from telemetry.audit import insert_audit
+        return insert_audit(self.connection.get(), self.connection.database, rows)
 
     def report(self, since: str, by: str) -> str:
         """The `sluice report` table, including the requests just submitted (blocking)."""
-        if by not in ("model", "deployment", "tenant"):
-            raise ValueError("by must be model, deployment or tenant")
+        if by not in GROUP_COLUMNS:
+            raise ValueError(f"by must be one of {', '.join(GROUP_COLUMNS)}")
         parse_since(since)
         self.flush(5.0)
         return report(self.connection.get(), self.connection.database, since=since, by=by)

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -36,7 +37,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
-from telemetry.batch_writer import BatchWriter
+from telemetry.batch_writer import BatchWriter, Ticket
 
 log = logging.getLogger("sluice.telemetry")
 
@@ -320,6 +321,57 @@ class SpanArrowCodec:
     def insert(self, client: Client, database: str, batch: pa.Table) -> None:
         client.insert_arrow(self.table, batch, database=database)
 
+    def dedupe(self, client: Client, database: str, batch: pa.Table,
+               ranges: list[tuple[int, int]]) -> tuple[pa.Table, list[int]]:
+        """Drop from `batch` the spans in `ranges` (resent after a collector died) whose
+        request's server span is in `otel_traces` already: a request's spans are built
+        from the same facts and go to the writer in one block, so they were written together
+        or not at all. A span belongs to the request of its server span: its own id for the
+        server span, its parent's for the steps and attempts (children of the server span).
+        Returns the table to insert and how many spans of each range were there."""
+        picked = []
+        trace_ids: set[str] = set()
+        low, high = None, None
+        for offset, length in ranges:
+            part = batch.slice(offset, length)
+            traces = part.column("TraceId").to_pylist()
+            spans = part.column("SpanId").to_pylist()
+            parents = part.column("ParentSpanId").to_pylist()
+            kinds = part.column("SpanKind").to_pylist()
+            owners = [span if kind == "Server" else parent for span, parent, kind in zip(spans, parents, kinds)]
+            picked.append((offset, traces, owners))
+            trace_ids.update(t for t in traces if _HEX.match(t))
+            if length:
+                bounds = pc.min_max(part.column("Timestamp").cast(pa.int64()))
+                lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+                low = lo if low is None else min(low, lo)
+                high = hi if high is None else max(high, hi)
+        present: set[tuple[str, str]] = set()
+        ordered = sorted(trace_ids)
+        margin = 3600 * 10 ** 9
+        for i in range(0, len(ordered), 2000):
+            listed = ", ".join(f"'{t}'" for t in ordered[i:i + 2000])
+            result = client.query(
+                f"SELECT TraceId, SpanId FROM `{database}`.otel_traces WHERE SpanKind = 'Server' "
+                f"AND Timestamp BETWEEN fromUnixTimestamp64Nano({int(low) - margin}) "
+                f"AND fromUnixTimestamp64Nano({int(high) + margin}) AND TraceId IN ({listed})")
+            present.update((r[0], r[1]) for r in result.result_rows)
+        keep = [True] * batch.num_rows
+        removed = []
+        for offset, traces, owners in picked:
+            gone = 0
+            for j, key in enumerate(zip(traces, owners)):
+                if key in present:
+                    keep[offset + j] = False
+                    gone += 1
+            removed.append(gone)
+        if any(removed):
+            batch = batch.filter(pa.array(keep, type=pa.bool_()))
+        return batch, removed
+
+
+_HEX = re.compile(r"^[0-9a-f]{32}$")
+
 
 class ClickHouseSpanExporter(SpanExporter):
     """A SpanExporter whose `export()` never does I/O: it feeds a bounded BatchWriter."""
@@ -327,24 +379,28 @@ class ClickHouseSpanExporter(SpanExporter):
     def __init__(self, writer: BatchWriter[pa.RecordBatch]) -> None:
         self._writer = writer
         self._memo = _ResourceMemo()     # export() calls are serialised by the processor
+        # Where this export's spans are accounted (the collector sets it around each frame's
+        # spans, `TelemetrySink.submit_many`); None: the writer's listener.
+        self.ticket: Ticket | None = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        ticket = self.ticket
         keep = min(len(spans), self._writer.free_rows)
         if keep < len(spans):
-            self._writer.count_dropped(len(spans) - keep, "queue_full")
+            self._writer.count_dropped(len(spans) - keep, "queue_full", ticket)
         if keep == 0:
             return SpanExportResult.FAILURE
         try:
             block = spans_to_arrow(spans[:keep], self._memo)
         except Exception:
-            block = self._salvage(spans[:keep])
+            block = self._salvage(spans[:keep], ticket)
             if block is None:
                 return SpanExportResult.FAILURE
-        accepted = self._writer.put(block, rows=block.num_rows)
+        accepted = self._writer.put(block, rows=block.num_rows, ticket=ticket)
         return SpanExportResult.SUCCESS if accepted and keep == len(spans) \
             else SpanExportResult.FAILURE
 
-    def _salvage(self, spans: Sequence[ReadableSpan]) -> pa.RecordBatch | None:
+    def _salvage(self, spans: Sequence[ReadableSpan], ticket: Ticket | None) -> pa.RecordBatch | None:
         """Convert span by span, dropping (and counting) the ones that fail."""
         good = []
         for span in spans:
@@ -353,7 +409,7 @@ class ClickHouseSpanExporter(SpanExporter):
                 good.append(span)
             except Exception:
                 log.exception("telemetry: cannot convert span %r; dropped", span.name)
-        self._writer.count_dropped(len(spans) - len(good), "invalid")
+        self._writer.count_dropped(len(spans) - len(good), "invalid", ticket)
         return spans_to_arrow(good, self._memo) if good else None
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

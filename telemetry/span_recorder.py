@@ -19,7 +19,8 @@ incoming `traceparent` decides, else `sample_ratio`.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from telemetry.records import REQUEST_COLUMNS
 from telemetry.server_span import attempt_span_attributes, server_span_attributes
 from telemetry.tracing import extract_context
 
+_log = logging.getLogger("sluice.telemetry")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _OK = Status(StatusCode.UNSET)
 _OPERATION = REQUEST_COLUMNS.index("operation")
@@ -128,13 +130,26 @@ class SpanRecorder:
         `llm_requests` row (`queued_row()` order). Returns how many spans."""
         return self.record_many(((row, trace),))
 
-    def record_many(self, entries: Iterable[tuple[tuple, TraceFacts | None]]) -> int:
+    def record_many(self, entries: Iterable[tuple[tuple, TraceFacts | None]],
+                    on_invalid: Callable[[int], None] | None = None) -> int:
         """`record()` for (row, trace) pairs (a trace of None: not sampled), ending all of
-        their spans together. Returns how many spans."""
+        their spans together. Returns how many spans. A trace whose facts cannot be built
+        (a bug where they were made) is left out and its spans reported to `on_invalid`."""
         spans: list[ReadableSpan] = []
         for row, trace in entries:
             if trace is not None:
-                self._build(trace, row, spans)
+                before = len(spans)
+                try:
+                    self._build(trace, row, spans)
+                except Exception:
+                    del spans[before:]
+                    try:
+                        count = span_count(trace)
+                    except Exception:
+                        count = 1
+                    if on_invalid is not None:
+                        on_invalid(count)
+                    _log.exception("telemetry: cannot build the spans of a trace; dropped")
         for processor in self._processors:
             on_end_batch = getattr(processor, "on_end_batch", None)
             if on_end_batch is not None:

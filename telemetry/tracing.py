@@ -105,9 +105,11 @@ def build_tracer_provider(
     *, service_name: str, sample_ratio: float, exporters: Mapping[str, SpanExporter],
     max_queue_size: int, max_export_batch_size: int, schedule_delay_s: float,
     on_drop: Callable[[str, int], None] = lambda name, n: None, inline: frozenset[str] = frozenset(),
+    inline_export_batch_size: int | None = None,
 ) -> tuple[TracerProvider, list[SpanProcessor]]:
     """A provider with one batching processor per named exporter; returns both: a counting
-    BatchSpanProcessor, or an `InlineBatchSpanProcessor` for the names in `inline`.
+    BatchSpanProcessor, or an `InlineBatchSpanProcessor` for the names in `inline` (exporting
+    `inline_export_batch_size` spans at a time, default `max_export_batch_size`).
     `on_drop(name, count)` hears about spans a processor had to drop."""
     resource = Resource.create({"service.name": service_name,
                                 "service.version": _sluice_version()})
@@ -117,7 +119,8 @@ def build_tracer_provider(
     processors: list[SpanProcessor] = []
     for name, exporter in exporters.items():
         if name in inline:
-            processor = InlineBatchSpanProcessor(exporter, max_export_batch_size=max_export_batch_size)
+            processor = InlineBatchSpanProcessor(
+                exporter, max_export_batch_size=inline_export_batch_size or max_export_batch_size)
             provider.add_span_processor(processor)
             processors.append(processor)
             continue

@@ -52,7 +52,10 @@ def _read_chdb(path: Path, sql: str) -> list:
 def gateway(primary, tmp_path):
     gw = start_gateway({
         "data_dir": str(tmp_path / "data"),
-        "telemetry": {"flush_interval_s": 0.05},          # writer: process is the default
+        # writer: process is the default. Normal priority: at SCHED_IDLE a collector gets no
+        # CPU at all while the machine is saturated (a full test run, the busy loops the
+        # dead-collector test is run beside), and these tests are not about priority.
+        "telemetry": {"flush_interval_s": 0.05, "collector_priority": "normal"},
         "cache": {"enabled": False},
         "keys": [{"key": GATEWAY_KEY, "tenant": "team-c"}],
         "providers": {"primary": {"type": "openai", "base_url": f"{primary.url}/v1", "api_key": PRIMARY_KEY}},
@@ -94,25 +97,31 @@ def test_traffic_lands_in_chdb_through_the_collector(gateway, tmp_path, wait_for
 
 
 def test_a_dead_collector_degrades_telemetry_not_serving(gateway, wait_for):
+    """Serving goes on while the collector is dead; the gateway restarts it, resends what
+    the dead one had not acknowledged, and every request ends up a row exactly once.
+
+    Nothing here depends on timing: every wait is for a condition (with a deadline only so
+    that a hang fails), and the assertion is exact. It used to allow for the requests the
+    dead collector held and flush within 10 s, which a loaded machine did not always do."""
     tel = gateway.gateway.telemetry
     owner = tel.client.owner
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
     client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "before"}])
-    assert tel.flush(10)
+    assert wait_for(lambda: tel.flush(10), timeout_s=600, every_s=0.2)
 
     os.kill(owner._process.pid, signal.SIGKILL)
     for i in range(20):                                       # served while it is down
         client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": f"during {i}"}])
-    assert wait_for(lambda: owner.restarts >= 1 and owner.alive, timeout_s=30)
+    assert wait_for(lambda: owner.restarts >= 1 and owner.alive, timeout_s=600, every_s=0.2)
     client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "after"}])
-    assert tel.flush(10)
-    text = httpx.get(f"{gateway.url}/sluice/report?since=1h&by=model", timeout=30).text
-    served_after_restart = int(next(line for line in text.splitlines() if line.strip().startswith("gpt")).split()[1])
+    assert wait_for(lambda: tel.flush(10), timeout_s=600, every_s=0.2)
+    text = httpx.get(f"{gateway.url}/sluice/report?since=1h&by=model", timeout=300).text
+    rows = int(next(line for line in text.splitlines() if line.strip().startswith("gpt")).split()[1])
     metrics = httpx.get(f"{gateway.url}/metrics").text
     dropped = _metric(metrics, "sluice_telemetry_rows_dropped_total", queue="requests")
-    # Everything from the restart on was written; whatever the dead one held is counted, not lost silently.
-    assert served_after_restart >= 1
-    assert served_after_restart + dropped >= 21 - 1
+    written = _metric(metrics, "sluice_telemetry_rows_written_total", queue="requests")
+    # Nothing the dead collector held was lost: resent to the new one, written once.
+    assert (rows, dropped, written) == (22, 0, 22)
 
 
 def test_the_gateway_queue_is_bounded_and_counts_drops(tmp_path):
@@ -136,7 +145,8 @@ def test_collector_answers_report_errors_in_band(tmp_path):
             sock.connect(str(proc.socket_path))
             assert oct(proc.socket_path.stat().st_mode & 0o777) == "0o600"
             send_frame(sock, ("report", "1h", "colour"))
-            assert recv_frame(sock) == ("error", "by must be model, deployment or tenant")
+            status, message = recv_frame(sock)
+            assert status == "error" and message.startswith("by must be")
             send_frame(sock, ("stats",))
             status, stats = recv_frame(sock)
             assert status == "ok" and stats["depth"] == {"requests": 0, "spans": 0}

@@ -29,6 +29,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from telemetry.frames import RESENT
 from tests.conftest import PRIMARY_KEY
 from tests.gateway_server import start_gateway
 
@@ -332,35 +333,35 @@ ODD_BODIES = {
 def test_odd_request_values_each_produce_a_row(primary, tmp_path):
     data = tmp_path / "data"
     gw = _gateway(data, primary.url, flush_interval_s=0.1)
-    statuses = {}
+    statuses, ids = {}, {}
     try:
         with httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {GATEWAY_KEY}",
                                                     "content-type": "application/json"}, timeout=60) as c:
             for name, field in ODD_BODIES.items():
                 body = (b'{"model": "gpt", "messages": [{"role": "user", "content": "' + name.encode()
                         + b'"}], ' + field + b"}")
-                statuses[name] = c.post("/v1/chat/completions", content=body).status_code
+                response = c.post("/v1/chat/completions", content=body)
+                statuses[name] = response.status_code
+                ids[response.headers["x-sluice-request-id"]] = name
         assert _wait(lambda: gw.gateway.telemetry.flush(10), 600, every_s=0.5)
     finally:
         rows, distinct, dropped = _ledger(gw, data)
     print(f"odd values: statuses {statuses}, dropped {dropped}")
     assert rows == len(ODD_BODIES) and not dropped
-    got = {r[0]: r for r in _read_chdb((data / "clickhouse").resolve(),
-                                       "SELECT prompt_text, status_code, max_tokens, temperature, "
-                                       "toString(anomalies) FROM sluice.llm_requests")}
+    got = {ids[r[0]]: r for r in _read_chdb((data / "clickhouse").resolve(),
+                                            "SELECT request_id, status_code, max_tokens, temperature, "
+                                            "toString(anomalies) FROM sluice.llm_requests")}
     assert set(got) == set(ODD_BODIES)
-    for name, (_, status, max_tokens, temperature, anomalies) in got.items():
-        assert status == statuses[name], name
-        column = name.split("=")[0]
-        if column in ("max_tokens", "temperature") and name not in ("temperature=-1", "temperature=2**62"):
-            assert column in anomalies, (name, anomalies)          # flagged with the value it had
-    assert got["max_tokens=-1"][2] == 0 and "'-1'" in got["max_tokens=-1"][4]
-    assert got["max_tokens=2**32"][2] == 2 ** 32 - 1 and "4294967296" in got["max_tokens=2**32"][4]
-    assert got["max_tokens=2**62"][2] == 2 ** 32 - 1 and "4611686018427387904" in got["max_tokens=2**62"][4]
-    assert got["max_tokens=lots"][2] is None and "lots" in got["max_tokens=lots"][4]
-    assert float(got["temperature=1e308"][3]) > 3.4e38 and "1e+308" in got["temperature=1e308"][4]
-    assert got["temperature=NaN-string"][3] is None and "NaN" in got["temperature=NaN-string"][4]
-    assert float(got["temperature=-1"][3]) == -1.0
+    for name, (_, status, _max_tokens, _temperature, _anomalies) in got.items():
+        assert status == statuses[name], name                  # each request, with the answer it got
+    # The gateway refuses max_tokens outside 1..2**31-1 (400: a row without the value); what it
+    # lets through is stored as given when it fits the column, else clamped and flagged with
+    # the value it had.
+    assert statuses["temperature=1e308"] == 200
+    assert got["temperature=1e308"][3] > 3.4e38 and "1e+308" in got["temperature=1e308"][4]
+    assert got["temperature=-1e308"][3] < -3.4e38 and "-1e+308" in got["temperature=-1e308"][4]
+    assert got["temperature=2**62"][3] == 2.0 ** 62 and got["temperature=2**62"][4] == "{}"
+    assert got["temperature=-1"][3] == -1.0 and got["temperature=-1"][4] == "{}"
 
 
 def test_odd_provider_usage_each_produces_a_row(odd_upstream, tmp_path):
@@ -458,3 +459,248 @@ def test_every_numeric_column_takes_any_value(make_telemetry, ch, database):
     assert at["status_code-15"][2] == 0 and "status_code" in flagged["status_code-15"]      # not nullable
     emb = dict(ch.query(f"SELECT request_id, prompt_embedding FROM `{database}`.llm_requests").result_rows)
     assert emb["embedding-after-odd"] == [0.5, 0.25]
+
+
+# -- the acknowledgement protocol, step by step (in process, the session's chDB) ------------
+
+
+def _entries(first: int, count: int) -> list[tuple]:
+    """`count` requests numbered from `first`, each with a sampled trace of two spans."""
+    from telemetry.records import RequestRecord
+    from telemetry.request_codec import queued_row
+    out = []
+    for i in range(first, first + count):
+        t0 = time.time_ns()
+        row = queued_row(RequestRecord(request_id=f"req-{i}", trace_id=f"{i + 1:032x}", span_id=f"{i + 1:016x}",
+                                       public_model="m", status_code=200, timestamp=t0 // 1000))
+        trace = (i + 1, i + 1, None, False, "POST /v1/chat/completions", t0, t0 + 2_000_000, None, None, (),
+                 (("d", "openai", "m1", "ok", 200, t0 + 100, t0 + 1_000_000),), None)
+        out.append((row, trace))
+    return out
+
+
+@pytest.fixture
+def collectors(chdb_url, database, tmp_path):
+    """Build `Collector`s as the collector process does, on the session's chDB and a test
+    database: several of them stand for one collector and its restarted successor."""
+    from telemetry import TelemetryConfig
+    from telemetry.clickhouse import open_client
+    from telemetry.collector import Collector, WriterStats
+    from telemetry.sink import TelemetrySink
+
+    made = []
+
+    def make():
+        cfg = TelemetryConfig(clickhouse_url=chdb_url, database=database, flush_interval_s=0.05)
+        stats = WriterStats()
+        sink = TelemetrySink.from_config(cfg, tmp_path, listener=stats, inline_spans=True,
+                                         client_factory=lambda: open_client(chdb_url))
+        sink.start()
+        made.append(sink)
+        return Collector(sink, stats)
+
+    yield make
+    for sink in made:
+        sink.shutdown(2)
+
+
+def _count(ch, database) -> tuple[int, int, int]:
+    rows, distinct = ch.query(f"SELECT count(), uniqExact(request_id) FROM `{database}`.llm_requests").result_rows[0]
+    spans = ch.query(f"SELECT count() FROM `{database}`.otel_traces").result_rows[0][0]
+    return rows, distinct, spans
+
+
+def test_acks_come_after_the_write_with_running_totals(collectors, ch, database):
+    collector = collectors()
+    ledger, (status, hello) = collector.hello("gw-1", 0, None)
+    assert status == "ok" and hello["ack"][2] == 0
+    collector.take(ledger, _entries(0, 10), 0, 0)
+    collector.take(ledger, _entries(10, 5), 10, 0)
+    assert collector.sink.flush(10)
+    _, key, acked, written, dropped = ledger.progress()
+    assert (acked, written, dropped) == (15, {"requests": 15, "spans": 30}, {})
+    assert ledger.progress() is None                     # nothing new: no second ack
+    assert _count(ch, database) == (15, 15, 30)
+    # The same frame again on this collector (a reconnect): recognised, not written twice.
+    collector.take(ledger, _entries(10, 5), 10, 0)
+    assert collector.sink.flush(10) and ledger.progress() is None
+    assert _count(ch, database) == (15, 15, 30)
+    assert collector.stats.snapshot()["written"] == {}    # carried by the acks, not mirrored too
+
+
+def test_a_frame_written_by_a_dead_collector_is_not_written_again(collectors, ch, database):
+    """The collector wrote a frame and died before its ack reached the gateway: the gateway
+    resends it (flagged), and the next collector finds its rows and spans in ClickHouse."""
+    first = collectors()
+    ledger, _ = first.hello("gw-2", 0, None)
+    first.take(ledger, _entries(0, 10), 0, 0)
+    assert first.sink.flush(10)                          # written; the ack is lost with it
+    assert _count(ch, database) == (10, 10, 20)
+
+    second = collectors()                                # the restarted collector
+    ledger, (_, hello) = second.hello("gw-2", 0, None)
+    assert hello["ack"][1] != ledger.key or hello["ack"][2] == 0
+    second.take(ledger, _entries(0, 10), 0, RESENT)
+    second.take(ledger, _entries(10, 4), 10, 0)          # and what came after, as usual
+    assert second.sink.flush(10)
+    _, _, acked, written, dropped = ledger.progress()
+    assert (acked, written, dropped) == (14, {"requests": 14, "spans": 28}, {})
+    assert _count(ch, database) == (14, 14, 28)
+
+
+def test_a_frame_half_written_is_completed_once(collectors, ch, database):
+    """Of a resent frame, only what is missing is written (a frame can span two inserts)."""
+    entries = _entries(0, 10)
+    first = collectors()
+    ledger, _ = first.hello("gw-3", 0, None)
+    first.take(ledger, entries[:6], 0, 0)
+    assert first.sink.flush(10)
+    second = collectors()
+    ledger, _ = second.hello("gw-3", 0, None)
+    second.take(ledger, entries, 0, RESENT)
+    assert second.sink.flush(10)
+    assert ledger.progress()[2:4] == (10, {"requests": 10, "spans": 20})
+    assert _count(ch, database) == (10, 10, 20)
+    assert sorted(r[0] for r in ch.query(f"SELECT ingest_seq FROM `{database}`.llm_requests").result_rows) \
+        == list(range(10))
+
+
+def test_drops_in_the_collector_are_acknowledged_as_counts(collectors, ch, database):
+    """What the collector gives up (its queue full) reaches the gateway in the ack, so a
+    later SIGKILL of the collector cannot lose the count."""
+    collector = collectors()
+    collector.sink.request_writer._queue_max = 6            # room for 6 rows
+    ledger, _ = collector.hello("gw-4", 0, None)
+    collector.take(ledger, _entries(0, 10), 0, 0)
+    assert collector.sink.flush(10)
+    _, _, acked, written, dropped = ledger.progress()
+    assert acked == 10 and written["requests"] == 6 and dropped == {("requests", "queue_full"): 4}
+    assert collector.stats.snapshot()["dropped"] == {}
+
+
+class FakeCollector:
+    """A collector socket that records what it receives and acknowledges only when told."""
+
+    def __init__(self, path: Path, instance: str) -> None:
+        import socket as socketlib
+        self.instance = instance
+        self.frames: list[tuple[int, int, int]] = []      # (first_seq, count, flags)
+        self.hellos: list[tuple] = []
+        self.conn = None
+        self._server = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        path.unlink(missing_ok=True)
+        self._server.bind(str(path))
+        self._server.listen()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        from telemetry.frames import recv_frame, send_frame
+        try:
+            conn, _ = self._server.accept()
+        except OSError:
+            return
+        self.conn = conn
+        while True:
+            try:
+                message = recv_frame(conn)
+            except (OSError, ConnectionError):
+                return
+            if message[0] == "hello":
+                self.hellos.append(message)
+                with self._lock:
+                    send_frame(conn, ("ok", {"instance": self.instance, "ack": None}))
+            elif message[0] == "data":
+                self.frames.append((message[2], len(message[1]), message[3]))
+            else:
+                with self._lock:
+                    send_frame(conn, ("ok", {"instance": self.instance, "depth": {}, "written": {},
+                                             "dropped": {}, "failed": {}}))
+
+    def ack(self, upto: int, written: dict, dropped: dict) -> None:
+        from telemetry.frames import send_frame
+        with self._lock:
+            send_frame(self.conn, ("ack", self.instance, upto, written, dropped))
+
+    @property
+    def received(self) -> int:
+        return sum(count for _, count, _ in self.frames)
+
+    def die(self) -> None:
+        import socket as socketlib
+        self._server.close()
+        if self.conn is not None:
+            try:
+                self.conn.shutdown(socketlib.SHUT_RDWR)
+            except OSError:
+                pass
+            self.conn.close()
+
+
+def test_the_gateway_keeps_what_is_unacknowledged_bounded_and_resends_it(tmp_path):
+    from telemetry.collector_client import CollectorClient
+    from telemetry.metrics import GatewayMetrics
+    path = tmp_path / "c.sock"
+    fake = FakeCollector(path, "one")
+    metrics = GatewayMetrics()
+    client = CollectorClient(path, metrics=metrics, queue_max=50, unacked_max=30, interval_s=0.01, max_batch=10)
+    client.start(connect_timeout_s=5)
+    try:
+        row = lambda i: ((f"r{i}",), None)                      # noqa: E731
+        for i in range(30):
+            client.submit(*row(i))
+        assert _wait(lambda: fake.received == 30, 30, every_s=0.01)
+        for i in range(30, 100):                                  # nothing more is sent until acked
+            client.submit(*row(i))
+        time.sleep(0.2)
+        text = metrics.render()[0].decode()
+        assert fake.received == 30
+        assert _metric(text, "sluice_telemetry_rows_dropped_total", queue="requests", reason="queue_full") == 20
+        assert _metric(text, "sluice_telemetry_queue_depth", queue="requests") == 80
+
+        fake.ack(20, {"requests": 18}, {("requests", "rejected"): 2})
+        assert _wait(lambda: fake.received == 50, 30, every_s=0.01)   # 20 more went out
+        text = metrics.render()[0].decode()
+        assert _metric(text, "sluice_telemetry_rows_written_total", queue="requests") == 18
+        assert _metric(text, "sluice_telemetry_rows_dropped_total", queue="requests", reason="rejected") == 2
+
+        fake.die()                                                # 30 sent, none acknowledged
+        second = FakeCollector(path, "two")
+        assert _wait(lambda: second.received == 30, 60, every_s=0.05)   # resent, first of all
+        assert second.hellos[0][2] == 20                          # the oldest it still holds
+        assert [(first, flags) for first, _, flags in second.frames] == [(20, RESENT), (30, RESENT), (40, RESENT)]
+        second.ack(50, {"requests": 30}, {})
+        assert _wait(lambda: second.received == 60, 30, every_s=0.01)
+        assert all(flags == 0 for first, _, flags in second.frames if first >= 50)   # new: sent here only
+        # the new collector's totals start from zero: they add to what the first one reported
+        second.ack(80, {"requests": 55}, {("requests", "rejected"): 5})
+        assert _wait(lambda: _metric(metrics.render()[0].decode(), "sluice_telemetry_rows_written_total",
+                                     queue="requests") == 18 + 55, 30)
+        assert _metric(metrics.render()[0].decode(), "sluice_telemetry_rows_dropped_total", queue="requests",
+                       reason="rejected") == 2 + 5
+    finally:
+        client._stopping = True
+        fake.die()
+
+
+def test_an_insert_that_failed_after_writing_is_not_written_twice(collectors, ch, database):
+    """A ClickHouse server may commit an insert and time out before it says so: the retry
+    leaves out the rows it finds (rows the collector can recognise: a gateway's)."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+    collector = collectors()
+    codec = collector.sink.request_writer._codec
+    insert, failed = codec.insert, []
+
+    def insert_then_fail(client, database, batch):
+        insert(client, database, batch)
+        if not failed:
+            failed.append(batch.num_rows)
+            raise OperationalError("injected: the connection dropped after the insert")
+
+    codec.insert = insert_then_fail
+    ledger, _ = collector.hello("gw-5", 0, None)
+    collector.take(ledger, _entries(0, 8), 0, 0)
+    assert collector.sink.flush(30)
+    assert failed == [8]
+    assert ledger.progress()[2:] == (8, {"requests": 8, "spans": 16}, {})
+    assert _count(ch, database) == (8, 8, 16)

@@ -28,7 +28,8 @@ def test_doc_query_runs(sql, make_telemetry, ch, database):
                              deployment="d1", status_code=200, latency_ms=10,
                              input_tokens=5, output_tokens=2, cache_status="semantic-hit",
                              cache_similarity=0.97, guardrail_actions=["pii:mask"],
-                             prompt_embedding=[0.1, 0.2], prompt_text="hi"))
+                             prompt_embedding=[0.1, 0.2], prompt_text="hi",
+                             max_tokens=-1))       # stored as 0, flagged in `anomalies`
     assert tel.flush(timeout_s=5)
     rows = ch.query(sql.replace("sluice.", f"`{database}`.")).result_rows
     assert rows, "each documented query returns the sample request"

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from telemetry import RequestRecord
-from telemetry.frames import pack_entry, recv_frame, send_data, send_frame, unpack_entry
+from telemetry.frames import RESENT, pack_entry, recv_frame, send_data, send_frame, unpack_entry
 from telemetry.records import REQUEST_COLUMNS
 from telemetry.request_codec import queued_row
 
@@ -37,26 +37,42 @@ def test_data_frames_round_trip_as_marshal(pair):
     entries = [(_row(), trace), (_row(), None)]
     packed = [pack_entry(e) for e in entries]
     assert all(type(p) is bytes for p in packed)
-    size = send_data(a, packed)
+    size = send_data(a, packed, first_seq=41, flags=RESENT)
     message = recv_frame(b)
-    assert message == ("data", entries)
-    # kind byte, marshal's list head ("[" and the count), the entries as packed
-    assert size == 1 + 5 + sum(len(p) for p in packed)
+    assert message == ("data", entries, 41, RESENT)        # entries 41 and 42 of their sender
+    # kind byte, first_seq and flags, marshal's list head ("[" and the count), the entries
+    assert size == 1 + 9 + 5 + sum(len(p) for p in packed)
     assert [unpack_entry(p) for p in packed] == entries
     row = message[1][0][0]
     assert row[REQUEST_COLUMNS.index("timestamp")] == 1_795_521_600_123_456
     assert row[REQUEST_COLUMNS.index("prompt_embedding")] == array("f", [0.5, -1.25]).tobytes()
 
 
-def test_an_entry_marshal_cannot_hold_goes_as_pickle(pair):
+def test_an_entry_marshal_cannot_hold_goes_as_pickle_in_the_same_frame(pair):
     a, b = pair
     odd = ((datetime(2026, 1, 1, tzinfo=timezone.utc),), None)        # a datetime: not marshal's
-    plain = (("r1", 200), None)
-    packed = [pack_entry(plain), pack_entry(odd), pack_entry(plain)]
-    assert packed[1] is odd and unpack_entry(odd) is odd
-    send_data(a, packed)
-    assert recv_frame(b) == ("data", [plain, plain])
-    assert recv_frame(b) == ("data", [odd])
+    plain_entry = (("r1", 200), None)
+    packed = [pack_entry(plain_entry), pack_entry(odd), pack_entry(plain_entry)]
+    assert all(type(p) is bytes for p in packed) and unpack_entry(packed[1]) == odd
+    send_data(a, packed, first_seq=7)
+    assert recv_frame(b) == ("data", [plain_entry, odd, plain_entry], 7, 0)   # in order, numbered
+
+
+def test_an_entry_pickle_cannot_hold_arrives_as_text(pair):
+    """An object neither marshal nor pickle can hold (a pipeline bug) must not cost the
+    request its row: it travels as its text."""
+    a, b = pair
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise TypeError("no")
+
+        def __str__(self):
+            return "odd-object"
+
+    packed = pack_entry(((1, Unpicklable(), [2, {"k": Unpicklable()}]), None))
+    send_data(a, [packed])
+    assert recv_frame(b) == ("data", [((1, "odd-object", (2, {"k": "odd-object"})), None)], 0, 0)
 
 
 def test_calls_are_pickle_both_ways(pair):
@@ -80,7 +96,7 @@ def test_a_large_frame_arrives_whole(pair):
     entries = [(("x" * 1000, i), None) for i in range(5000)]          # ~5 MB: several socket reads
     sender = threading.Thread(target=send_data, args=(a, [pack_entry(e) for e in entries]))
     sender.start()
-    assert recv_frame(b) == ("data", entries)
+    assert recv_frame(b) == ("data", entries, 0, 0)
     sender.join()
 
 

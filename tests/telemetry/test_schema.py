@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from telemetry.records import REQUEST_COLUMNS
+from telemetry.records import INGEST_COLUMNS, REQUEST_COLUMNS, STORED_REQUEST_COLUMNS
 from telemetry.schema import CURRENT_VERSION, current_version, migrate
 from telemetry.span_exporter import SPAN_COLUMNS
 
@@ -31,7 +31,8 @@ def test_fresh_database_is_migrated_to_the_current_version(ch, database):
 def test_llm_requests_columns_match_the_record(ch, database):
     migrate(ch, database)
     columns = [name for name, _ in _describe(ch, database, "llm_requests")]
-    assert sorted(columns) == sorted(REQUEST_COLUMNS)
+    assert sorted(columns) == sorted(STORED_REQUEST_COLUMNS)
+    assert set(REQUEST_COLUMNS) | set(INGEST_COLUMNS) == set(STORED_REQUEST_COLUMNS)
 
 
 def test_otel_traces_has_the_collector_columns(ch, database):
@@ -64,7 +65,7 @@ def test_migration_from_v1_keeps_rows_and_reaches_the_fresh_schema(ch, database)
               column_names=["timestamp", "request_id", "public_model", "status_code", "latency_ms"],
               database=database)
 
-    assert migrate(ch, database) == [2, 3, 4, 5]
+    assert migrate(ch, database) == list(range(2, CURRENT_VERSION + 1))
 
     fresh = database + "_fresh"
     try:
@@ -75,9 +76,9 @@ def test_migration_from_v1_keeps_rows_and_reaches_the_fresh_schema(ch, database)
     finally:
         ch.command(f"DROP DATABASE IF EXISTS `{fresh}`")
     row = ch.query(
-        f"SELECT request_id, latency_ms, gateway_overhead_ms, prompt_embedding, api_format "
-        f"FROM `{database}`.llm_requests").result_rows
-    assert row == [("req-old", 12.5, None, [], "")]
+        f"SELECT request_id, latency_ms, gateway_overhead_ms, prompt_embedding, api_format, anomalies, "
+        f"ingest_client, ingest_seq FROM `{database}`.llm_requests").result_rows
+    assert row == [("req-old", 12.5, None, [], "", {}, "", 0)]
     assert {"otel_traces_trace_id_ts", "otel_traces_ingest", "otel_traces_ingest_mv"} <= _tables(ch, database)
 
 
