@@ -116,9 +116,13 @@ def read_answer(ctx: RequestContext, dep: Deployment, raw: bytes) -> tuple[JSON,
         return answer, raw
     provider = dep.adapter.wire_format
     if provider is not ctx.api_format:
-        answer = (anthropic_response_to_openai(answer, dep.upstream_model) if ctx.api_format is WireFormat.OPENAI
-                  else openai_response_to_anthropic(answer, dep.upstream_model))
-        raw = orjson.dumps(answer)
+        try:
+            answer = (anthropic_response_to_openai(answer, dep.upstream_model)
+                      if ctx.api_format is WireFormat.OPENAI
+                      else openai_response_to_anthropic(answer, dep.upstream_model))
+            raw = orjson.dumps(answer)
+        except orjson.JSONEncodeError:          # nested past what orjson writes (254 levels)
+            raise BadUpstreamResponse(f"Deployment {dep.name} returned an answer nested too deeply") from None
     _summarize(ctx, answer)
     return answer, raw
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cache.config import CacheConfig
+from gateway.quota.config import AdminConfig, Budget, LimitsConfig, RateLimits
 from guardrails.config import GuardrailsConfig
 from telemetry.config import TelemetryConfig
 
@@ -94,6 +95,8 @@ class KeyConfig(_Strict):
     tenant: str
     name: str | None = None                  # non-secret label for traces; default a hash prefix
     models: list[str] | None = None          # allowed public models; None = all
+    limits: RateLimits | None = None         # rpm, tpm, max_parallel (docs/limits.md)
+    budget: Budget | None = None             # {usd, period: day | month | total}
 
 
 class ServerConfig(_Strict):
@@ -108,6 +111,17 @@ class ServerConfig(_Strict):
     max_json_depth: int = Field(64, ge=8, le=200)
     max_messages: int = Field(2048, ge=1)    # chat / messages `messages`, responses `input` items
     max_n: int = Field(16, ge=1, le=128)     # choices per chat completion (OpenAI allows 128)
+    # Connections (gateway/server.py, docs/operations.md), per process. A head or body not
+    # received in time gets 408, a head over max_header_bytes 431, a connection over a cap
+    # 503 (in the caller's wire format), then the connection is closed.
+    header_timeout_s: float = Field(10.0, gt=0)       # connect / first byte to the end of the headers
+    body_timeout_s: float = Field(60.0, gt=0)         # end of the headers to the end of the body
+    keep_alive_timeout_s: float = Field(5.0, gt=0)    # idle between two requests
+    max_connections: int = Field(10_000, ge=1)        # lowered if the open-file limit cannot hold them
+    max_connections_per_client: int = Field(1_000, ge=0)   # per peer address (a proxy counts as one); 0: off
+    max_header_bytes: int = Field(32 * 1024, ge=1024)  # request line + headers
+    # SIGTERM: stop accepting, give in-flight requests and streams this long, flush, exit 0.
+    shutdown_timeout_s: float = Field(30.0, ge=0)
 
 
 class SluiceConfig(_Strict):
@@ -120,6 +134,8 @@ class SluiceConfig(_Strict):
     telemetry: TelemetryConfig = TelemetryConfig()
     cache: CacheConfig = CacheConfig()
     guardrails: GuardrailsConfig = GuardrailsConfig()
+    limits: LimitsConfig = LimitsConfig()    # rate limits and budgets (docs/limits.md)
+    admin: AdminConfig = AdminConfig()       # the admin API (/admin/*), off without a master key
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir or os.environ.get("SLUICE_DATA_DIR") or ".sluice")

@@ -42,21 +42,30 @@ _ERROR_TEXT = {
     403: "This key may not use the model (or the caller is not local, for /sluice/report)",
     404: "Unknown model, or unknown URL",
     405: "Method not allowed on this path (the Allow header lists the allowed ones)",
-    413: "Body larger than server.max_body_bytes",
-    429: "Rate limited (by the gateway or by a provider, passed on)",
+    408: "The request's headers or body did not arrive in time (server.header_timeout_s, body_timeout_s)",
+    413: "Body larger than server.max_body_bytes (or more text than guardrails.max_scan_chars)",
+    429: "Rate limited (by the gateway: a key's or tenant's rpm / tpm / max_parallel, with Retry-After; or "
+         "over budget, code insufficient_quota; or by a provider, passed on). Limited keys get "
+         "x-ratelimit-* (OpenAI) or anthropic-ratelimit-* headers on every answer (docs/limits.md)",
     431: "Request header fields too large",
     502: "Every deployment failed; the message lists each attempt",
-    503: "No deployment was available (circuit open, or all rate limited); may carry Retry-After",
+    503: "No deployment was available (circuit open, or all rate limited; may carry Retry-After), "
+         "a guardrail failed closed, or the server is over a connection cap",
     504: "Every deployment timed out",
 }
-_PIPELINE_ERRORS = (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
+_PIPELINE_ERRORS = (400, 401, 403, 404, 413, 429, 502, 503, 504)
+# Answered before a request reaches its endpoint (the router, the connection handling), in
+# the caller's format as far as the request line and headers tell it.
+_SERVER_ERRORS = (405, 408, 431)
 
 
-def _errors(schema: str, statuses: tuple[int, ...] = _PIPELINE_ERRORS) -> dict[str, Any]:
-    out = {str(s): {"description": _ERROR_TEXT[s], "content": _json(_ref(schema))} for s in statuses}
-    # 404 for an unknown URL and 405 come from the router, in the caller's format.
-    out["405"] = {"description": _ERROR_TEXT[405], "content": _json(_ref("AnyError"))}
-    return out
+def _server_errors() -> dict[str, Any]:
+    return {str(s): {"description": _ERROR_TEXT[s], "content": _json(_ref("AnyError"))} for s in _SERVER_ERRORS}
+
+
+def _errors(schema: str) -> dict[str, Any]:
+    out = {str(s): {"description": _ERROR_TEXT[s], "content": _json(_ref(schema))} for s in _PIPELINE_ERRORS}
+    return {**out, **_server_errors()}
 
 
 def _schemas(limits: RequestLimits) -> dict[str, Schema]:
@@ -102,7 +111,9 @@ def _schemas(limits: RequestLimits) -> dict[str, Schema]:
         },
         "EmbeddingsRequest": {
             "type": "object", "required": ["model", "input"], "additionalProperties": True,
-            "properties": {"model": model, "input": {"type": ["string", "array"]}},
+            "properties": {"model": model, "input": {"type": ["string", "array"]},
+                           "stream": {"type": ["boolean", "null"], "enum": [False, None],
+                                      "description": "Embeddings are not streamed"}},
         },
         "ResponsesRequest": {
             "type": "object", "required": ["model"], "additionalProperties": True,
@@ -183,7 +194,8 @@ def _schemas(limits: RequestLimits) -> dict[str, Schema]:
         },
         "ServerSentEvent": {
             "type": "object", "required": ["data"],
-            "description": "One event: `data` is a JSON chunk of the caller's format (OpenAI ends with "
+            "description": "With `stream: true`, one server-sent event: `data` is a JSON chunk of the "
+                           "caller's format (OpenAI ends with "
                            "`[DONE]`; Anthropic names each event); an upstream failure after the first "
                            "byte ends the stream with an error event",
             "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
@@ -193,8 +205,7 @@ def _schemas(limits: RequestLimits) -> dict[str, Schema]:
 
 
 # Before OpenAPI 3.2's itemSchema, an event stream's `schema` describes one event.
-_SSE = {"text/event-stream": {"schema": _ref("ServerSentEvent"),
-                              "description": "With `stream: true`: server-sent events in the caller's format"}}
+_SSE = {"text/event-stream": {"schema": _ref("ServerSentEvent")}}
 _CACHE_HEADER = {"name": "x-sluice-cache", "in": "header", "required": False,
                  "description": "Per-request cache directive: no-cache, no-store, ttl=<seconds> (comma separated)",
                  "schema": {"type": "string"}}
@@ -213,8 +224,7 @@ def _proxy(summary: str, request: str, answer: str, errors: str, streams: bool) 
 
 def _get(summary: str, responses: dict[str, Any], parameters: list[Schema] | None = None,
          security: bool = False) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {
-        **responses, "405": {"description": _ERROR_TEXT[405], "content": _json(_ref("AnyError"))}}}
+    op: dict[str, Any] = {"summary": summary, "responses": {**responses, **_server_errors()}}
     if parameters:
         op["parameters"] = parameters
     if not security:
@@ -226,7 +236,9 @@ def _text(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
-def build_document(limits: RequestLimits) -> dict[str, Any]:
+def build_document(limits: RequestLimits, admin: bool = False) -> dict[str, Any]:
+    """`admin`: the gateway serves the admin API (admin.master_key), documented in
+    gateway/admin_openapi.py."""
     status = {"description": "OK", "content": _json(_ref("Status"))}
     plain_error = {"content": _json(_ref("PlainError"))}
     paths = {
@@ -255,10 +267,15 @@ def build_document(limits: RequestLimits) -> dict[str, Any]:
             [{"name": "since", "in": "query", "required": False, "schema": {"type": "string", "default": "1h"},
               "description": "How far back: 30m, 1h, 7d"},
              {"name": "by", "in": "query", "required": False,
-              "schema": {"enum": ["model", "deployment", "tenant"], "default": "model"}}]),
+              "schema": {"enum": ["model", "deployment", "tenant", "key"], "default": "model"}}]),
         "/openapi.json": _get("This document", {"200": {"description": "OpenAPI 3.1",
                                                         "content": _json({"type": "object"})}}),
     }
+    schemas = _schemas(limits)
+    if admin:
+        from gateway.admin_openapi import admin_paths, admin_schemas
+        paths.update(admin_paths())
+        schemas.update(admin_schemas())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Sluice", "version": VERSION,
@@ -267,7 +284,7 @@ def build_document(limits: RequestLimits) -> dict[str, Any]:
                                 "`{\"type\": \"error\", ...}`)."},
         "paths": paths,
         "components": {
-            "schemas": _schemas(limits),
+            "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "Gateway key (OpenAI SDKs)"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
@@ -282,8 +299,8 @@ def build_document(limits: RequestLimits) -> dict[str, Any]:
 class OpenAPIEndpoint:
     """`GET /openapi.json`, rendered once for the gateway's limits."""
 
-    def __init__(self, limits: RequestLimits):
-        self._body = orjson.dumps(build_document(limits))
+    def __init__(self, limits: RequestLimits, admin: bool = False):
+        self._body = orjson.dumps(build_document(limits, admin))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200,

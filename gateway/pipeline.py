@@ -1,8 +1,9 @@
 """One request, top to bottom.
 
-    authenticate -> read + validate -> resolve model -> input guardrails -> cache lookup
-    -> route (retries, fallback) -> answer (complete or streamed, in the caller's format)
-    -> output guardrails -> cache store -> record (off the hot path)
+    authenticate -> read + validate -> resolve model -> limits and budget (reserve)
+    -> input guardrails -> cache lookup -> route (retries, fallback) -> answer (complete or
+    streamed, in the caller's format) -> output guardrails -> cache store -> record and
+    settle the reservation (off the hot path)
 
 Chat completions, Anthropic messages, embeddings and responses all run through
 `handle`; what differs between them is data (`Endpoint`) and the wire-format modules.
@@ -56,7 +57,7 @@ async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive
         # 1. who is calling
         if gw.keys.enabled:
             t0 = time.perf_counter()
-            ctx.principal = gw.keys.authenticate(scope["headers"])
+            ctx.principal = await gw.keys.authenticate_async(scope["headers"])
             ctx.steps.append(("sluice.auth", t0, time.perf_counter(), None))
         # 2. what they ask, in their wire format
         limits = gw.limits
@@ -70,6 +71,11 @@ async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive
             ctx.forward_headers = _forwarded_headers(scope)
         # 3. which model, and may they use it
         route = resolve_route(gw, ctx)
+        # 3b. rate limits and budget of the key and its tenant: one atomic reserve (429 if over)
+        if gw.quota.active:
+            t0 = time.perf_counter()
+            await gw.quota.admit(ctx, route, body)
+            ctx.steps.append(("sluice.limits", t0, time.perf_counter(), None))
         # 4. input guardrails: block, or rewrite what the provider will see
         guard: GuardState | None = None
         policy = gw.guardrail_policy(ctx)
@@ -99,6 +105,8 @@ async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive
     finally:
         ctx.finished = time.perf_counter()
         gw.record(ctx)
+        if ctx.reservation is not None:
+            gw.quota.settle(ctx)                  # usage replaces the estimate, queued
 
 
 def resolve_route(gw: Gateway, ctx: RequestContext) -> ModelRoute:

@@ -14,6 +14,7 @@ from gateway.auth import KeyStore
 from gateway.config import SluiceConfig
 from gateway.context import RequestContext
 from gateway.observe import RequestObserver
+from gateway.quota.service import QuotaService
 from gateway.routing import BreakerState, Router
 from gateway.types import Operation, Scope
 from gateway.upstream import UPSTREAM_CLIENTS, UpstreamClient
@@ -29,9 +30,10 @@ class Gateway:
     def __init__(self, cfg: SluiceConfig):
         self.cfg = cfg
         self.data_dir = cfg.resolved_data_dir()
-        self.keys = KeyStore(cfg.keys)
         self.limits = RequestLimits.from_config(cfg)
         self.telemetry = Telemetry.from_config(cfg.telemetry, self.data_dir)
+        self.quota = QuotaService(cfg, self.telemetry, self.limits.model_output_tokens)   # rate limits, budgets
+        self.keys = KeyStore(cfg.keys, self.quota.keys)
         self.router = Router(cfg, on_breaker_change=self._on_breaker_change)
         self.observer = RequestObserver(self.telemetry, self.router)
         self.cache = ResponseCache.from_config(cfg.cache, self.data_dir) if cfg.cache.enabled else None
@@ -53,6 +55,7 @@ class Gateway:
             logger.info("guardrails ready (toxicity backend: %s)", self.guardrails.toxicity_backend or "off")
         if self.cache is not None:
             await self.cache.start()                         # Redis index / embedded store, embedder
+        await self.quota.start()                             # loads the limiter's scripts into Redis
         server = self.cfg.server
         self.upstream = UPSTREAM_CLIENTS[server.upstream_client](server.max_upstream_connections)
         # Everything built so far (config, models, libraries) lives as long as the process:
@@ -70,6 +73,7 @@ class Gateway:
             await self.upstream.aclose()
         if self.cache is not None:
             await self.cache.aclose()
+        await self.quota.aclose()                            # sends the settlements still queued
         if self.guardrails is not None:
             await self.guardrails.aclose()
         await asyncio.to_thread(self.telemetry.shutdown)     # flushes queued spans and rows
@@ -91,10 +95,13 @@ class Gateway:
 
     def report(self, since: str, by: str) -> str:
         """The `sluice report` table from telemetry's ClickHouse connection (blocking)."""
-        if by not in ("model", "deployment", "tenant"):
-            raise ValueError("by must be model, deployment or tenant")
+        if by not in ("model", "deployment", "tenant", "key"):
+            raise ValueError("by must be model, deployment, tenant or key")
         parse_since(since)
-        return self.telemetry.report(since, by)      # flushes first: includes the requests just served
+        text = self.telemetry.report(since, by)      # flushes first: includes the requests just served
+        if by in ("key", "tenant") and self.quota.active:
+            text += self.quota.budget_report(by, self.keys.configured())   # spend and budget left, now
+        return text
 
     def begin(self, ctx: RequestContext, scope: Scope) -> None:
         self.observer.start(ctx, scope)

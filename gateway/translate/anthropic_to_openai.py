@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import orjson
 
-from gateway.translate.errors import TranslationError
+from gateway.translate.errors import TranslationError, shape_error
 from gateway.translate.json_schema import openai_strict_compatible
 from gateway.translate.media import (
     anthropic_document_to_openai,
@@ -57,7 +57,7 @@ def anthropic_request_to_openai(
         raise
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         # A structurally malformed request is the caller's error, not a gateway crash.
-        raise TranslationError(f"malformed messages request: {exc!r}") from exc
+        raise TranslationError(f"malformed messages request: {shape_error(exc)}") from exc
 
 
 def _request(body: dict, upstream_model: str, max_tokens_field: str) -> dict:

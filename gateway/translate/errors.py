@@ -83,3 +83,12 @@ def openai_error_to_anthropic(body: Any, status: int) -> dict:
         "type": "error",
         "error": {"type": anthropic_error_type(status), "message": _message_of(body)},
     }
+
+
+def shape_error(exc: Exception) -> str:
+    """A malformed request's fault in the caller's terms, not Python's (no exception names)."""
+    if isinstance(exc, KeyError):
+        return f"missing field {exc.args[0]!r}"
+    if isinstance(exc, (TypeError, AttributeError)):
+        return "a field has the wrong type (an object, array, string or number where another was expected)"
+    return "a field has an invalid value"

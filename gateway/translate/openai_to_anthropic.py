@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from gateway.translate.errors import TranslationError
+from gateway.translate.errors import TranslationError, shape_error
 from gateway.translate.json_schema import anthropic_output_schema
 from gateway.translate.media import openai_file_to_anthropic, openai_image_to_anthropic
 from gateway.translate.usage import openai_usage_to_anthropic, stop_reason_from_openai
@@ -66,7 +66,7 @@ def openai_request_to_anthropic(
         raise
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         # A structurally malformed request is the caller's error, not a gateway crash.
-        raise TranslationError(f"malformed chat completion request: {exc!r}") from exc
+        raise TranslationError(f"malformed chat completion request: {shape_error(exc)}") from exc
 
 
 def _request(body: dict, upstream_model: str, default_max_tokens: int) -> dict:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from gateway.config import SluiceConfig
 
 OUTPUT_TOKENS_CEILING = 2**31 - 1
+_CONTAINERS = (dict, list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +62,12 @@ def nesting_within(raw: bytes, body: Any, limit: int) -> bool:
     """
     if raw.count(b"{") + raw.count(b"[") <= limit:
         return True
-    level = [body]
+    level: list[Any] = [body]
     for _ in range(limit):
-        deeper = []
-        for node in level:
-            for value in (node.values() if type(node) is dict else node):
-                if type(value) is dict or type(value) is list:
-                    deeper.append(value)
-        if not deeper:
+        level = [value for node in level for value in (node.values() if type(node) is dict else node)
+                 if type(value) in _CONTAINERS]
+        if not level:
             return True
-        level = deeper
     return False
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, GatewayError
 from gateway.providers.openai import usage_from_openai
 from gateway.sse import openai_event
 from gateway.types import JSON
@@ -33,6 +33,9 @@ def validate_chat(body: JSON, limits: RequestLimits) -> str:
 def validate_embeddings(body: JSON, limits: RequestLimits) -> str:
     model = require_model(body)
     require(body, "input", (str, list))
+    # Embeddings have no stream: `stream: true` was answered as an event stream of one JSON body.
+    if expect(body, "stream", bool):
+        raise BadRequest("Embeddings are not streamed: 'stream' must be false or absent", param="stream")
     return model
 
 

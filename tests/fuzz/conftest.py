@@ -7,15 +7,13 @@ overrides the example counts of either.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import Mock
-from tests.fuzz.target import ErrorLog, FuzzTarget
+from tests.fuzz.target import FuzzTarget, gateway_process
 from tests.gateway.conftest import gateway_config
-from tests.gateway_server import start_gateway
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -31,17 +29,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="module")
 def fuzz_target(primary: Mock, backup: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget]:
     cfg = gateway_config(primary, backup)
-    # Big enough that the request limits (not the body size) answer the large bodies, and
-    # the exact cache on: its keys walk the whole body.
+    # Big enough that the request limits (not the body size) answer the large bodies; the
+    # exact cache on (its keys walk the whole body), small so that it cannot pass for a leak.
     cfg["server"] = {"max_body_bytes": 1024 * 1024}
-    cfg["cache"] = {"enabled": True, "default": {"mode": "exact"}}
-    cfg["data_dir"] = str(tmp_path_factory.mktemp("fuzz-data"))
-    errors = ErrorLog()
-    root = logging.getLogger()
-    root.addHandler(errors)
-    gw = start_gateway(cfg)
-    try:
-        yield FuzzTarget(gw, errors)
-    finally:
-        gw.stop()
-        root.removeHandler(errors)
+    cfg["cache"] = {"enabled": True, "default": {"mode": "exact"}, "embedded_max_bytes": 4 * 1024 * 1024}
+    workdir = tmp_path_factory.mktemp("fuzz-gateway")
+    cfg["data_dir"] = str(workdir / "data")
+    with gateway_process(cfg, workdir) as target:
+        yield target

@@ -96,11 +96,14 @@ class _Reader:
 
 
 def _read_response(reader: _Reader) -> RawResponse | None:
-    head = reader.until(b"\r\n\r\n")
-    if head is None:
-        return None
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    status = int(status_line.split(" ", 2)[1])
+    while True:
+        head = reader.until(b"\r\n\r\n")
+        if head is None:
+            return None
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        if status >= 200:
+            break                               # 100 Continue: the answer follows
     headers = {}
     for line in header_lines:
         name, _, value = line.partition(":")

@@ -883,3 +883,10 @@ def test_translators_hold_no_state_between_requests() -> None:
     second, _ = translate_openai_stream(chunks)
     assert first == second
 
+
+
+def test_malformed_request_errors_speak_json_not_python() -> None:
+    with pytest.raises(TranslationError) as caught:
+        openai_request_to_anthropic({"messages": [{"role": "user", "content": [5]}]}, "c")
+    assert "Error" not in str(caught.value) and "'int' object" not in str(caught.value)
+    assert "wrong type" in str(caught.value)
