@@ -46,7 +46,7 @@ def request(i: int) -> tuple[tuple, TraceFacts]:
         completion_text="mock answer " * 8, finish_reason="stop", max_tokens=256, user_agent="wrk")
     trace = (i + 1, i + 7, None, False, "POST /v1/chat/completions", t0, t0 + 2_000_000, None,
              {"gen_ai.response.id": f"chatcmpl-{i}"}, (),
-             (("mock/m1", "openai", "m1", "ok", 200, t0 + 100_000, t0 + 1_900_000),), None)
+             (("mock/m1", "openai", "m1", "ok", 200, t0 + 100_000, t0 + 1_900_000),), None, None)
     return queued_row(rec), trace
 
 

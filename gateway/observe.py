@@ -52,7 +52,7 @@ class RequestObserver:
         self._keep_failed = telemetry.enabled and telemetry.config.keep_failed_traces
 
     def start(self, ctx: RequestContext, scope: Scope) -> None:
-        ctx.trace = self._traces.begin(scope["headers"], scope["path"])
+        ctx.trace = self._traces.begin(scope["headers"], scope["path"], (scope.get("client") or ("",))[0])
 
     def finish(self, ctx: RequestContext, body: dict | None) -> None:
         """Never raises: telemetry must not turn a served request into an error. Never
@@ -104,7 +104,8 @@ class RequestObserver:
                 bool(parent.is_remote) if parent is not None else False,
                 self._span_name(ctx.method, ctx.path), start_ns, end_ns, error,
                 self._server_extras(ctx), steps, attempts,
-                start_ns + int(ctx.ttft_ms * 1e6) if ctx.stream and ctx.ttft_ms is not None else None)
+                start_ns + int(ctx.ttft_ms * 1e6) if ctx.stream and ctx.ttft_ms is not None else None,
+                (ids.link.trace_id, ids.link.span_id) if ids.link is not None else None)
 
     def _span_name(self, method: str, path: str) -> str:
         """The server span's name, e.g. "POST /v1/chat/completions" (memoised: the paths

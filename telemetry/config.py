@@ -6,6 +6,7 @@ with the key path instead of silently logging prompts the operator meant to hide
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -81,7 +82,19 @@ class TelemetryConfig(_Strict):
     # retry and fallback, or a 5xx answer) are kept whatever sample_ratio drew, unless the
     # caller's traceparent said not to sample: on-call needs those traces most.
     keep_failed_traces: bool = True
+    # Callers whose `traceparent` is honoured (addresses or CIDRs; "*" for any). From anyone
+    # else it starts no trace of ours: the request gets its own trace id and sampling, and
+    # the caller's span is kept as a link on the server span (docs/telemetry.md).
+    trusted_trace_sources: list[str] = ["127.0.0.0/8", "::1"]
     metrics_tenant_label: bool = True          # turn off when tenants are many
+
+    @field_validator("trusted_trace_sources")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            if entry != "*":
+                ipaddress.ip_network(entry, strict=False)      # ValueError names the bad entry
+        return v
 
     @field_validator("clickhouse_url")
     @classmethod

@@ -57,7 +57,8 @@ class Telemetry:
         self.sink = sink
         self.client = client
         self.enabled = sink is not None or client is not None
-        self.traces = TraceStarter(cfg.sample_ratio, enabled=self.enabled)
+        self.traces = TraceStarter(cfg.sample_ratio, enabled=self.enabled,
+                                   trusted_sources=cfg.trusted_trace_sources)
         self._record_errors = 0
 
     @classmethod

@@ -18,8 +18,9 @@ incoming `traceparent` decides, else `sample_ratio`.
 
 from __future__ import annotations
 
-import random
+import ipaddress
 import logging
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
+    Link,
     SpanContext,
     SpanKind,
     Status,
@@ -57,6 +59,7 @@ class TraceIds:
     span_id: int
     parent: SpanContext | None
     sampled: bool
+    link: SpanContext | None = None     # an untrusted caller's span: linked to, not joined
 
     @property
     def trace_id_hex(self) -> str:
@@ -84,35 +87,57 @@ TraceFacts = tuple
     attempts                   ((deployment, provider_type, upstream_model, outcome, status,
                                start_ns, end_ns), ...): one CLIENT span each
     stream_start_ns            first byte to the caller of a stream (a "sluice.stream" span)
+    link                       (trace_id, span_id) of an untrusted caller's `traceparent`,
+                               a link on the server span; else None
 """
 
 
 class TraceStarter:
     """Ids and the sampling decision for each new request (honours `traceparent`)."""
 
-    def __init__(self, sample_ratio: float, *, enabled: bool = True) -> None:
+    def __init__(self, sample_ratio: float, *, enabled: bool = True,
+                 trusted_sources: Sequence[str] = ("*",)) -> None:
         root = TraceIdRatioBased(sample_ratio)
         self.sampler: Sampler = ParentBased(root)
         self._root_bound = root.bound           # the SDK's own threshold, for the fast path
         self.enabled = enabled
         self._random = random.Random()
+        self._trust_all = "*" in trusted_sources
+        self._trusted = tuple(ipaddress.ip_network(s, strict=False) for s in trusted_sources if s != "*")
 
-    def begin(self, headers: Iterable[tuple[bytes, bytes]] | Mapping[str, str], name: str) -> TraceIds:
+    def trusts(self, peer: str | None) -> bool:
+        """Whether a `traceparent` from `peer` (the client address) may set our trace."""
+        if self._trust_all:
+            return True
+        try:
+            address = ipaddress.ip_address(peer or "")
+        except ValueError:
+            return False                        # a unix socket or no peer: not a known source
+        return any(address in network for network in self._trusted)
+
+    def begin(self, headers: Iterable[tuple[bytes, bytes]] | Mapping[str, str], name: str,
+              peer: str | None = None) -> TraceIds:
         span_id = self._random.getrandbits(64) or 1
         if not isinstance(headers, Mapping) and not any(k == b"traceparent" for k, _ in headers):
-            # A new root trace (most requests): the ratio sampler's decision, without
-            # building the contexts and SamplingResult the general path does (~2 µs).
-            trace_id = self._random.getrandbits(128) or 1
-            sampled = self.enabled and (trace_id & _TRACE_ID_LIMIT) < self._root_bound
-            return TraceIds(trace_id, span_id, None, sampled)
+            return self._root(span_id)          # most requests: a new root trace
         parent_ctx = extract_context(headers)
         parent = get_current_span(parent_ctx).get_span_context()
+        if parent.is_valid and not self.trusts(peer):
+            # A caller cannot pick our trace id or force sampling; its span is linked.
+            return self._root(span_id, link=parent)
         trace_id = parent.trace_id if parent.is_valid else (self._random.getrandbits(128) or 1)
         known_parent = parent if parent.is_valid else None
         if not self.enabled:
             return TraceIds(trace_id, span_id, known_parent, False)
         decision = self.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.SERVER)
         return TraceIds(trace_id, span_id, known_parent, decision.decision.is_sampled())
+
+    def _root(self, span_id: int, link: SpanContext | None = None) -> TraceIds:
+        # The ratio sampler's decision, without building the contexts and SamplingResult
+        # the general path does (~2 µs).
+        trace_id = self._random.getrandbits(128) or 1
+        sampled = self.enabled and (trace_id & _TRACE_ID_LIMIT) < self._root_bound
+        return TraceIds(trace_id, span_id, None, sampled, link)
 
 
 class SpanRecorder:
@@ -161,13 +186,15 @@ class SpanRecorder:
 
     def _build(self, trace: TraceFacts, row: tuple, out: list[ReadableSpan]) -> None:
         (trace_id, span_id, parent_span_id, parent_remote, name, start_ns, end_ns, error, extras,
-         steps, attempts, stream_start_ns) = trace
+         steps, attempts, stream_start_ns, link) = trace
         outer = (SpanContext(trace_id, parent_span_id, parent_remote, _SAMPLED)
                  if parent_span_id is not None else None)
         server = SpanContext(trace_id, span_id, False, _SAMPLED)
         span = self._span
-        out.append(span(name, server, outer, SpanKind.SERVER, start_ns, end_ns,
-                        server_span_attributes(row, extras), error))
+        server_span = span(name, server, outer, SpanKind.SERVER, start_ns, end_ns,
+                           server_span_attributes(row, extras), error,
+                           (Link(SpanContext(link[0], link[1], True)),) if link is not None else ())
+        out.append(server_span)
         for step_name, t0, t1, attrs in steps:
             out.append(span(step_name, self._child(trace_id), server, SpanKind.INTERNAL, t0, t1, attrs, None))
         operation = row[_OPERATION]
@@ -184,11 +211,12 @@ class SpanRecorder:
         return SpanContext(trace_id, self._random.getrandbits(64) or 1, False, _SAMPLED)
 
     def _span(self, name: str, context: SpanContext, parent: SpanContext | None, kind: SpanKind,
-              start_ns: int, end_ns: int, attributes: dict[str, Any] | None, error: str | None) -> ReadableSpan:
+              start_ns: int, end_ns: int, attributes: dict[str, Any] | None, error: str | None,
+              links: Sequence[Link] = ()) -> ReadableSpan:
         return ReadableSpan(
             name, context, parent, self._resource, attributes or {}, kind=kind, start_time=start_ns,
             end_time=end_ns, status=Status(StatusCode.ERROR, error) if error else _OK,
-            instrumentation_scope=self._scope)
+            instrumentation_scope=self._scope, links=links)
 
 
 def span_count(trace: TraceFacts) -> int:

@@ -203,3 +203,33 @@ def test_sampling_keeps_failed_requests_spans(primary, backup, chdb_url, ch, kee
     finally:
         gw.stop()
         ch.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def test_untrusted_traceparent_is_a_link_not_a_parent(primary, chdb_url, ch):
+    """Only callers in `trusted_trace_sources` may set the trace id or the sampling: from
+    anyone else (here loopback, not in the list) the caller's span becomes a link."""
+    database = f"gw_traffic_{next(_db)}"
+    gw = start_gateway({
+        "telemetry": {"clickhouse_url": chdb_url, "database": database, "flush_interval_s": 0.05,
+                      "writer": "thread", "trusted_trace_sources": ["10.0.0.0/8"]},
+        "cache": {"enabled": False},
+        "providers": {"primary": {"type": "openai", "base_url": f"{primary.url}/v1", "api_key": PRIMARY_KEY}},
+        "models": {"gpt": {"deployments": [{"provider": "primary", "model": "m1"}]}},
+    })
+    try:
+        oai = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+        caller_trace, caller_span = "6bf92f3577b34da6a3ce929d0e0e4738", "00f067aa0ba902b7"
+        resp = oai.chat.completions.with_raw_response.create(
+            model="gpt", messages=[{"role": "user", "content": "from outside"}],
+            extra_headers={"traceparent": f"00-{caller_trace}-{caller_span}-00"})     # "do not sample"
+        ours = resp.headers["x-sluice-trace-id"]
+        assert ours != caller_trace
+        gw.gateway.telemetry.flush(5)
+        [server] = list(ch.query(
+            f"SELECT TraceId, ParentSpanId, Links.TraceId AS lt, Links.SpanId AS ls FROM `{database}`.otel_traces "
+            f"WHERE SpanKind = 'Server'").named_results())
+        assert server["TraceId"] == ours and server["ParentSpanId"] == ""        # sampled by our ratio
+        assert (server["lt"], server["ls"]) == ([caller_trace], [caller_span])
+    finally:
+        gw.stop()
+        ch.command(f"DROP DATABASE IF EXISTS `{database}`")
