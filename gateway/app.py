@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import hmac
 from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import orjson
@@ -15,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.admin import admin_routes
 from gateway.config import SluiceConfig
 from gateway.context import Endpoint
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
@@ -22,7 +22,7 @@ from gateway.http import header, send_bytes
 from gateway.openapi import OpenAPIEndpoint
 from gateway.pipeline import handle
 from gateway.runtime import Gateway
-from gateway.types import Operation, Receive, Scope, Send, WireFormat
+from gateway.types import ASGIApp, Operation, Receive, Scope, Send, WireFormat
 
 
 class PipelineEndpoint:
@@ -46,7 +46,7 @@ class ModelsEndpoint:
         anthropic = header(scope, b"anthropic-version") is not None
         fmt = WireFormat.ANTHROPIC if anthropic else WireFormat.OPENAI
         try:
-            principal = self._gw.keys.authenticate(scope["headers"])
+            principal = await self._gw.keys.authenticate_async(scope["headers"])
         except GatewayError as err:
             await send_bytes(send, err.status, err.body(fmt), [])
             return
@@ -80,22 +80,47 @@ class MetricsEndpoint:
         await send({"type": "http.response.body", "body": body})
 
 
+class OpsAccess:
+    """The gate of an operational endpoint (`/metrics`, `/sluice/*`): they show every tenant.
+
+    With `server.ops_token` set only `Authorization: Bearer <token>` passes, whoever the
+    peer is (a reverse proxy on the same host makes every caller look local). Without it,
+    `loopback_only` endpoints answer this host's callers only, as before a token existed.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, *, loopback_only: bool):
+        self._app = app
+        self._expected = f"Bearer {token}".encode() if token else None
+        self._loopback_only = loopback_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._expected is not None:
+            given = header(scope, b"authorization") or b""
+            if not hmac.compare_digest(given, self._expected):
+                await send_bytes(send, 401, orjson.dumps({"error": {
+                    "message": "this endpoint needs Authorization: Bearer <server.ops_token>",
+                    "type": "authentication_error", "param": None, "code": "invalid_ops_token"}}),
+                    [(b"www-authenticate", b"Bearer")])
+                return
+        elif self._loopback_only and (scope.get("client") or ("",))[0] not in ("127.0.0.1", "::1", "localhost"):
+            await send_bytes(send, 403, orjson.dumps({"error": {
+                "message": "served to loopback callers only; set server.ops_token to serve it to others",
+                "type": "permission_error", "param": None, "code": "ops_loopback_only"}}), [])
+            return
+        await self._app(scope, receive, send)
+
+
 class ReportEndpoint:
-    """`GET /sluice/report?since=1h&by=model`: the `sluice report` table, for loopback callers.
+    """`GET /sluice/report?since=1h&by=model`: the `sluice report` table.
 
     chDB lets one process open its directory; while the gateway runs on the embedded
-    default, `sluice report` asks it here. Aggregates span tenants, so only local callers
-    are answered.
+    default, `sluice report` asks it here. Aggregates span tenants: behind `OpsAccess`.
     """
 
     def __init__(self, gw: Gateway):
         self._gw = gw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        client = (scope.get("client") or ("",))[0]
-        if client not in ("127.0.0.1", "::1", "localhost"):
-            await send_bytes(send, 403, b'{"error": {"message": "report is served to loopback callers only"}}', [])
-            return
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
         try:
             text = await asyncio.to_thread(self._gw.report, query.get("since", "1h"), query.get("by", "model"))
@@ -170,15 +195,6 @@ class HotPathRouter:
         await self.app(scope, receive, send)
 
 
-WORKER_CONFIG_ENV = "SLUICE_WORKER_CONFIG"
-
-
-def app_from_environment() -> HotPathRouter:
-    """uvicorn's app factory in each worker of `sluice serve --workers N`: the config the
-    parent resolved (file, environment keys or the built-in mock), as JSON in a 0600 file."""
-    return create_app(SluiceConfig.model_validate_json(Path(os.environ[WORKER_CONFIG_ENV]).read_text()))
-
-
 def create_app(cfg: SluiceConfig) -> HotPathRouter:
     gw = Gateway(cfg)
 
@@ -193,6 +209,7 @@ def create_app(cfg: SluiceConfig) -> HotPathRouter:
     def pipeline(op: Operation, fmt: WireFormat) -> PipelineEndpoint:
         return PipelineEndpoint(gw, Endpoint(op, fmt))
 
+    ops_token = cfg.server.ops_token
     proxied = {
         "/v1/chat/completions": pipeline(Operation.CHAT, WireFormat.OPENAI),
         "/v1/messages": pipeline(Operation.CHAT, WireFormat.ANTHROPIC),
@@ -202,11 +219,12 @@ def create_app(cfg: SluiceConfig) -> HotPathRouter:
     routes = [
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in proxied.items()),
         Route("/v1/models", ModelsEndpoint(gw), methods=["GET"]),
-        Route("/metrics", MetricsEndpoint(gw), methods=["GET"]),
-        Route("/sluice/report", ReportEndpoint(gw), methods=["GET"]),
+        Route("/metrics", OpsAccess(MetricsEndpoint(gw), ops_token, loopback_only=False), methods=["GET"]),
+        Route("/sluice/report", OpsAccess(ReportEndpoint(gw), ops_token, loopback_only=True), methods=["GET"]),
         Route("/healthz", HealthEndpoint(gw, readiness=False), methods=["GET"]),
         Route("/readyz", HealthEndpoint(gw, readiness=True), methods=["GET"]),
-        Route("/openapi.json", OpenAPIEndpoint(gw.limits), methods=["GET"]),
+        Route("/openapi.json", OpenAPIEndpoint(gw.limits, admin=bool(cfg.admin.master_key)), methods=["GET"]),
+        *admin_routes(gw),                                   # /admin/*: only with admin.master_key
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: routing_error, 405: routing_error})

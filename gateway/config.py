@@ -122,6 +122,9 @@ class ServerConfig(_Strict):
     max_header_bytes: int = Field(32 * 1024, ge=1024)  # request line + headers
     # SIGTERM: stop accepting, give in-flight requests and streams this long, flush, exit 0.
     shutdown_timeout_s: float = Field(30.0, ge=0)
+    # /metrics and /sluice/*: with a token, only `Authorization: Bearer <ops_token>` is
+    # answered (401 otherwise); without one, /sluice/* answers loopback callers only.
+    ops_token: str | None = Field(None, min_length=16)
 
 
 class SluiceConfig(_Strict):
