@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 
+from gateway.admin_cli import add_keys_command
 from gateway.config import ConfigError, SluiceConfig, load_config
 from gateway.defaults import config_from_env_keys, find_config_file, mock_config
 from gateway.mock.cli import add_mock_arguments
@@ -50,27 +51,21 @@ def resolve_config(path: str | None, quiet: bool = False) -> SluiceConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.app import create_app
+    from gateway.server import run
     cfg = resolve_config(args.config)
     workers = args.workers or cfg.server.workers
     if workers > 1:
         return _serve_workers(cfg, args, workers)
-    app = create_app(cfg)
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", log_level=args.log_level,
-                access_log=False, lifespan="on")
-    return 0
+    return run(create_app(cfg), cfg, host=args.host, port=args.port, log_level=args.log_level)
 
 
 def _serve_workers(cfg: SluiceConfig, args: argparse.Namespace, workers: int) -> int:
     """N uvicorn workers sharing nothing but the telemetry collector, which this process
-    starts first (the embedded chDB admits one process) and stops last (flushing)."""
-    import tempfile
-
-    import uvicorn
-
-    from gateway.app import WORKER_CONFIG_ENV
+    starts first (the embedded chDB admits one process) and stops last (flushing). The
+    workers get the resolved config through the spawn pipe (`gateway.server.run_workers`);
+    they and the collector exit when this process dies, even by SIGKILL."""
+    from gateway.server import run_workers
     from telemetry.collector import CollectorProcess
     from telemetry.service import COLLECTOR_SOCKET_ENV
 
@@ -78,25 +73,17 @@ def _serve_workers(cfg: SluiceConfig, args: argparse.Namespace, workers: int) ->
     if tel.enabled and tel.writer == "thread" and not tel.clickhouse_url:
         raise ConfigError("telemetry.writer: thread with the embedded ClickHouse (chDB) allows one worker; "
                           "use writer: process (the default) or a ClickHouse server URL")
-    fd, config_path = tempfile.mkstemp(prefix="sluice-config-", suffix=".json")   # 0600: it holds keys
     collector = None
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(cfg.model_dump_json())
-        os.environ[WORKER_CONFIG_ENV] = config_path
         if tel.enabled and tel.writer == "process":
             collector = CollectorProcess(tel, cfg.resolved_data_dir())
             collector.start()
             os.environ[COLLECTOR_SOCKET_ENV] = str(collector.socket_path)
         logger.info("starting %d workers", workers)
-        uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, host=args.host,
-                    port=args.port, loop="uvloop", http="httptools", log_level=args.log_level, access_log=False,
-                    lifespan="on")
+        return run_workers(cfg, host=args.host, port=args.port, workers=workers, log_level=args.log_level)
     finally:
         if collector is not None:
             collector.stop()          # after every worker has flushed its queue into it
-        os.unlink(config_path)
-    return 0
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
@@ -180,10 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="traffic, errors, latency, tokens, cost from ClickHouse")
     report.add_argument("--config")
     report.add_argument("--since", default="1h", help="window: 30m, 1h, 7d, ...")
-    report.add_argument("--by", default="model", choices=["model", "deployment", "tenant"])
+    report.add_argument("--by", default="model", choices=["model", "deployment", "tenant", "key"])
     report.add_argument("--gateway", default="http://127.0.0.1:8080",
                         help="running gateway to ask when the embedded ClickHouse is in use")
     report.set_defaults(func=cmd_report)
+
+    add_keys_command(sub)                                     # sluice keys create|list|get|revoke|rotate
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config")

@@ -94,13 +94,17 @@ class PayloadTooLarge(GatewayError):
 
 
 class GuardrailBlocked(GatewayError):
-    """Content stopped by a guardrail policy; the message names types, never values."""
+    """Content stopped by a guardrail policy (400, or 413 over its scan limit), or a
+    guardrail that could not decide and fails closed (503, a server error the SDKs
+    retry); the message names types, never values."""
 
     type, code = "invalid_request_error", "guardrail_blocked"
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+        if status >= 500:
+            self.type = "server_error"
 
 
 class UpstreamRejected(GatewayError):
@@ -150,8 +154,11 @@ class AllDeploymentsFailed(GatewayError):
         self.attempts = attempts
         tried = "; ".join(f"{a.deployment}: {a.outcome}" for a in attempts) or "no deployment available"
         super().__init__(f"All deployments failed for model '{public_model}' ({tried})")
+        # A deployment skipped by its open breaker says nothing of how the others failed:
+        # two timeouts and a skipped retry are still a timeout (504), not a mixed failure.
         outcomes = {a.outcome for a in attempts}
-        if outcomes and outcomes <= {"timeout"}:
+        failed = outcomes - {"circuit_open"}
+        if failed and failed <= {"timeout"}:
             self.status, self.type, self.code = 504, "timeout_error", "upstream_timeout"
         elif not outcomes or outcomes <= {"circuit_open", "http_429", "http_529", "http_503"}:
             self.status, self.type, self.code = 503, "service_unavailable", "no_deployment_available"

@@ -159,3 +159,14 @@ async def test_open_circuit_is_skipped_and_reported():
     dep, _ = await router.run(route, failing_a, attempts)
     assert dep.name == "b/y"
     assert [a.outcome for a in attempts] == ["ok"]     # open circuit sorted last, never tried
+
+
+def test_timeouts_with_a_skipped_open_breaker_are_still_a_504():
+    """The retry skipped because the breaker opened meanwhile does not turn a timeout into a
+    mixed failure: README promises 504 when every deployment timed out."""
+    from gateway.errors import AttemptRecord
+    attempts = [AttemptRecord("primary/m", "timeout", 1000.0), AttemptRecord("primary/m", "circuit_open", 0.0)]
+    err = AllDeploymentsFailed("m", attempts)
+    assert (err.status, err.code) == (504, "upstream_timeout")
+    only_open = AllDeploymentsFailed("m", [AttemptRecord("primary/m", "circuit_open", 0.0)])
+    assert only_open.status == 503
