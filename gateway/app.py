@@ -172,6 +172,9 @@ async def routing_error(request: Request, exc: Exception) -> Response:
                     media_type="application/json")
 
 
+HEALTH_PATHS = ("/healthz", "/readyz")
+
+
 class HotPathRouter:
     """The outermost ASGI app: proxy endpoints go straight to the pipeline by exact path.
 
@@ -181,18 +184,32 @@ class HotPathRouter:
     metrics, 404s) goes through Starlette as usual.
     """
 
-    def __init__(self, app: Starlette, routes: dict[str, PipelineEndpoint]):
+    def __init__(self, app: Starlette, routes: dict[str, PipelineEndpoint], ops_port: int | None = None):
         self.app = app
         self.state = app.state
         self._routes = routes
+        self._ops_port = ops_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self._routes.get(scope["path"])
-            if endpoint is not None:
-                await endpoint(scope, receive, send)
+        if scope["type"] == "http":
+            if self._ops_port is not None and not self._served_on_this_port(scope):
+                err = NotFound(f"Unknown request URL: {scope['method']} {scope['path']} on this port")
+                await send_bytes(send, err.status, err.body(caller_format(scope)), [])
                 return
+            if scope["method"] == "POST":
+                endpoint = self._routes.get(scope["path"])
+                if endpoint is not None:
+                    await endpoint(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
+
+    def _served_on_this_port(self, scope: Scope) -> bool:
+        """With `server.ops_port`, /metrics and /sluice/* live there alone (health on both)."""
+        path = scope["path"]
+        if path in HEALTH_PATHS:
+            return True
+        ops_path = path == "/metrics" or path.startswith("/sluice/")
+        return ops_path == ((scope.get("server") or ("", None))[1] == self._ops_port)
 
 
 def create_app(cfg: SluiceConfig) -> HotPathRouter:
@@ -229,4 +246,4 @@ def create_app(cfg: SluiceConfig) -> HotPathRouter:
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: routing_error, 405: routing_error})
     app.state.gateway = gw
-    return HotPathRouter(app, proxied)
+    return HotPathRouter(app, proxied, cfg.server.ops_port)

@@ -125,6 +125,9 @@ class ServerConfig(_Strict):
     # /metrics and /sluice/*: with a token, only `Authorization: Bearer <ops_token>` is
     # answered (401 otherwise); without one, /sluice/* answers loopback callers only.
     ops_token: str | None = Field(None, min_length=16)
+    # A second port (same host) for /metrics, /sluice/* and the health checks; then the
+    # main port no longer serves /metrics and /sluice/* (docs/operations.md).
+    ops_port: int | None = Field(None, ge=1, le=65535)
 
 
 class SluiceConfig(_Strict):

@@ -45,6 +45,7 @@ import ctypes.util
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -563,9 +564,34 @@ def uvicorn_config(app: Any, cfg: SluiceConfig, *, host: str, port: int, log_lev
 def run(app: Any, cfg: SluiceConfig, *, host: str, port: int, log_level: str = "info") -> int:
     """Serve `app` in this process until SIGTERM or Ctrl-C, drain, return 0 (3 when it
     could not start, as uvicorn)."""
-    server = GatewayServer(uvicorn_config(app, cfg, host=host, port=port, log_level=log_level))
-    server.run()
+    config = uvicorn_config(app, cfg, host=host, port=port, log_level=log_level)
+    server = GatewayServer(config)
+    sockets = listening_sockets(config, cfg)
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0 if server.started else STARTUP_FAILURE
+
+
+def listening_sockets(config: uvicorn.Config, cfg: SluiceConfig) -> list[socket.socket]:
+    """The main port's socket, and `server.ops_port`'s when set (the app tells the two
+    apart by `scope["server"]`)."""
+    sockets = [config.bind_socket()]
+    if cfg.server.ops_port is not None:
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        ops = socket.socket(family, socket.SOCK_STREAM)
+        ops.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            ops.bind((config.host, cfg.server.ops_port))
+        except OSError as exc:
+            ops.close()
+            sockets[0].close()
+            raise SystemExit(f"sluice: cannot listen on server.ops_port {cfg.server.ops_port}: {exc}") from None
+        ops.set_inheritable(True)
+        sockets.append(ops)
+    return sockets
 
 
 def run_workers(cfg: SluiceConfig, *, host: str, port: int, workers: int, log_level: str = "info") -> int:
@@ -573,9 +599,10 @@ def run_workers(cfg: SluiceConfig, *, host: str, port: int, workers: int, log_le
     each drains, then this returns 0."""
     config = uvicorn_config(None, cfg, host=host, port=port, log_level=log_level, workers=workers)
     config.hand_over(cfg, parent_pid=os.getpid())
-    sock = config.bind_socket()
+    sockets = listening_sockets(config, cfg)
     try:
-        _Supervisor(config, sockets=[sock]).run()
+        _Supervisor(config, sockets=sockets).run()
     finally:
-        sock.close()
+        for sock in sockets:
+            sock.close()
     return 0

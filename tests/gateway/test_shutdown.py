@@ -204,3 +204,30 @@ def test_the_drain_stops_at_shutdown_timeout(tmp_path: Path):
     assert stopped_after < 3.0, gateway.output[-3000:]
     assert stream.words < 100 and "data: [DONE]" not in stream.lines
     assert status == 0, gateway.output[-3000:]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ops_port_serves_metrics_and_the_main_port_does_not(tmp_path, paced_mock, workers):
+    """`server.ops_port`: /metrics and /sluice/* on their own port (as Kubernetes setups
+    scrape them), 404 on the main port; the API is not served on the ops port."""
+    ops_port = free_port()
+    extra = ("--workers", str(workers)) if workers > 1 else ()
+    gw = Gateway(tmp_path, write_config(tmp_path / "sluice.yaml", paced_mock, ops_port=ops_port), *extra)
+    try:
+        gw.wait_ready()
+        ops = f"http://127.0.0.1:{ops_port}"
+        assert httpx.get(f"{ops}/metrics", timeout=10).status_code == 200
+        assert httpx.get(f"{ops}/healthz", timeout=10).status_code == 200
+        hidden = httpx.get(f"{gw.url}/metrics", timeout=10)
+        assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "unknown_url"
+        api_on_ops = httpx.post(f"{ops}/v1/chat/completions", timeout=10,
+                                json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        assert api_on_ops.status_code == 404
+        assert httpx.post(f"{gw.url}/v1/chat/completions", timeout=30,
+                          json={"model": "m", "messages": [{"role": "user", "content": "x"}]}).status_code == 200
+        gw.process.send_signal(signal.SIGTERM)
+        assert gw.wait(30) == 0
+    finally:
+        if gw.process.poll() is None:
+            gw.process.kill()
+            gw.process.wait()
