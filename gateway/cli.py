@@ -117,9 +117,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     parse_since(args.since)                                   # fail early on a bad value
     cfg = resolve_config(args.config, quiet=True)
     if not cfg.telemetry.clickhouse_url:                      # the embedded chDB
-        url = f"{args.gateway.rstrip('/')}/sluice/report"
+        gateway_url = args.gateway or (f"http://127.0.0.1:{cfg.server.ops_port}" if cfg.server.ops_port
+                                       else "http://127.0.0.1:8080")
+        url = f"{gateway_url.rstrip('/')}/sluice/report"
+        token = cfg.server.ops_token
+        headers = {"authorization": f"Bearer {token}"} if token else {}
         try:
-            resp = httpx.get(url, params={"since": args.since, "by": args.by}, timeout=60)
+            resp = httpx.get(url, params={"since": args.since, "by": args.by}, headers=headers, timeout=60)
         except httpx.TransportError:
             resp = None                                       # no gateway running: open chDB here
         if resp is not None:
@@ -168,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--config")
     report.add_argument("--since", default="1h", help="window: 30m, 1h, 7d, ...")
     report.add_argument("--by", default="model", choices=["model", "deployment", "tenant", "key"])
-    report.add_argument("--gateway", default="http://127.0.0.1:8080",
-                        help="running gateway to ask when the embedded ClickHouse is in use")
+    report.add_argument("--gateway", default=None,
+                        help="running gateway to ask when the embedded ClickHouse is in use "
+                             "(default: this host's server.ops_port, else port 8080)")
     report.set_defaults(func=cmd_report)
 
     add_keys_command(sub)                                     # sluice keys create|list|get|revoke|rotate
