@@ -28,9 +28,11 @@ def _record(ctx: RequestContext, results: list[GuardrailResult], t0: float, stag
     t1 = time.perf_counter()
     ctx.guardrail_results.extend(results)
     ctx.guardrail_ms = (ctx.guardrail_ms or 0.0) + (t1 - t0) * 1000
-    for r in results:
-        ctx.guardrail_actions.append(f"{r.name}:{r.action}" if r.stage == "input" else f"{r.name}.output:{r.action}")
-    attrs: dict[str, Any] = {"sluice.guardrail.actions": [f"{r.name}:{r.action}" for r in results]}
+    # "pii:mask", "pii.output:redact", "pii:error"; with the limit that stopped a guardrail:
+    # "pii:error.busy", "pii:block.oversize", "pii:mask.prefix" (metrics and request rows).
+    actions = [f"{r.name}:{r.label}" if r.stage == "input" else f"{r.name}.output:{r.label}" for r in results]
+    ctx.guardrail_actions.extend(actions)
+    attrs: dict[str, Any] = {"sluice.guardrail.actions": [f"{r.name}:{r.label}" for r in results]}
     for r in results:
         for entity, count in r.entity_counts.items():
             attrs[f"sluice.guardrail.{r.name}.{entity}"] = count      # counts and types, never values
@@ -51,6 +53,7 @@ class GuardState:
 
     engine: GuardrailEngine
     policy: Policy | None
+    tenant: str = ""                 # whose share of the guardrail threads the scans use
     restorer: Any = None
     modified_output: bool = False
 
@@ -59,11 +62,11 @@ async def guard_input(engine: GuardrailEngine, policy: Policy, ctx: RequestConte
                       body: JSON) -> tuple[JSON, GuardState]:
     """Run the input guardrails; return the body to send on (a rewritten copy if needed)."""
     slots = text_slots(body, ctx.api_format)
-    state = GuardState(engine, policy)
+    state = GuardState(engine, policy, ctx.principal.tenant)
     if not slots:
         return body, state
     t0 = time.perf_counter()
-    outcome = await engine.check_input(policy, [s.text for s in slots], [s.role for s in slots])
+    outcome = await engine.check_input(policy, [s.text for s in slots], [s.role for s in slots], state.tenant)
     _record(ctx, outcome.results, t0, "input")
     if outcome.violation is not None:
         raise _blocked(outcome.violation)
@@ -90,13 +93,13 @@ def _answer_text_slots(answer: JSON, fmt: WireFormat) -> list[tuple[dict, str]]:
 async def guard_answer(state: GuardState, ctx: RequestContext, answer: JSON) -> JSON:
     """Output guardrails on a complete answer; returns the (possibly rewritten) answer."""
     slots = _answer_text_slots(answer, ctx.api_format)
-    if not slots or state.engine.output_scanner(state.policy, state.restorer) is None:
+    if not slots or state.engine.output_scanner(state.policy, state.restorer, state.tenant) is None:
         return answer
     t0 = time.perf_counter()
     results: list[GuardrailResult] = []
     answer = orjson.loads(orjson.dumps(answer))
     for holder, key in _answer_text_slots(answer, ctx.api_format):
-        outcome = await state.engine.check_output(state.policy, holder[key], state.restorer)
+        outcome = await state.engine.check_output(state.policy, holder[key], state.restorer, state.tenant)
         results.extend(outcome.results)
         if outcome.violation is not None:
             _record(ctx, results, t0, "output")
@@ -123,7 +126,8 @@ class StreamGuard:
     def _scanner(self, index: int):
         scanner = self._scanners.get(index)
         if scanner is None:
-            scanner = self._scanners[index] = self.state.engine.output_scanner(self.state.policy, self.state.restorer)
+            scanner = self._scanners[index] = self.state.engine.output_scanner(
+                self.state.policy, self.state.restorer, self.state.tenant)
         return scanner
 
     async def apply(self, events: list[OutEvent]) -> bytes:

@@ -1,22 +1,24 @@
 """One async function per guardrail: run it off the loop, under budget, into a result.
 
 Shared by the input path (engine), the non-stream output path and the stream
-scanner, so a guardrail decides the same way wherever it runs.
+scanner, so a guardrail decides the same way wherever it runs. Every call names the
+tenant it works for: the guardrail threads are shared between tenants in turns, and
+each tenant has its own in-flight cap (guardrails/scheduler.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Generator
+from dataclasses import dataclass, field
 
+from guardrails.failure_log import FailureLog
 from guardrails.injection import InjectionDetector
 from guardrails.masking import Restorer
 from guardrails.pii import PiiDetector, PiiScan
 from guardrails.policy import Policy
 from guardrails.results import GuardrailResult, Stage, Violation
 from guardrails.runner import Guarded, run_guarded
+from guardrails.scheduler import FairScheduler
 from guardrails.toxicity import Scores, ToxicityBatcher, UnavailableScorer
 
 # Roles whose text comes from the operator, not the caller: never scanned for injection
@@ -28,22 +30,23 @@ TRUSTED_ROLES = frozenset({"system", "developer"})
 class Detectors:
     """The loaded detectors and the threads they run in; built by GuardrailEngine.start().
 
-    Each guardrail has its own threads: work cut by a budget keeps running in its
-    thread until done (Python cannot stop a thread), and a slow PII scan must not
-    make the injection check of the next request wait for a free worker.
+    Each guardrail has its own threads, so a slow PII scan never makes the injection
+    check of the next request wait for a free worker; within a guardrail, tenants take
+    turns chunk by chunk, and work whose request stopped waiting stops at its next chunk.
     """
 
-    pii_executor: ThreadPoolExecutor
-    injection_executor: ThreadPoolExecutor
+    pii_jobs: FairScheduler
+    injection_jobs: FairScheduler
     injection: InjectionDetector
+    chunk_chars: int = 2_000
+    chunk_overlap_chars: int = 200
+    failures: FailureLog = field(default_factory=FailureLog)
     pii: PiiDetector | None = None
     toxicity: ToxicityBatcher | None = None
 
-    def in_pii_thread(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().run_in_executor(self.pii_executor, fn, *args)
-
-    def in_injection_thread(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().run_in_executor(self.injection_executor, fn, *args)
+    def pii_steps(self, policy: Policy, text: str) -> Generator[None, None, PiiScan]:
+        assert self.pii is not None and policy.pii is not None
+        return self.pii.scan_steps(text, policy.pii, policy.pii_recognizers, self.chunk_chars, self.chunk_overlap_chars)
 
 
 @dataclass(slots=True)
@@ -53,22 +56,31 @@ class PiiInput:
     restorer: Restorer | None
 
 
-def _pii_input_job(det: Detectors, policy: Policy, texts: list[str]) -> PiiInput:
+def _pii_input_job(
+    det: Detectors, policy: Policy, texts: list[str], scan_upto: list[int] | None
+) -> Generator[None, None, PiiInput]:
+    """Scan and rewrite every text part; with `scan_upto`, only each text's first
+    `scan_upto[i]` characters (the rest passes on as written)."""
     assert det.pii is not None and policy.pii is not None
     cfg = policy.pii
     counts: dict[str, int] = {}
     restorer = Restorer() if cfg.input_action == "mask" else None
     rewritten: list[str] = []
     changed = False
-    for text in texts:
-        scan = det.pii.scan(text, cfg, policy.pii_recognizers)
+    for i, text in enumerate(texts):
+        upto = len(text) if scan_upto is None else scan_upto[i]
+        scanned = text if upto >= len(text) else text[:upto]
+        if i:
+            yield
+        scan = yield from det.pii_steps(policy, scanned)
         for entity, n in scan.counts().items():
             counts[entity] = counts.get(entity, 0) + n
         if not scan.findings or cfg.input_action == "block":
             rewritten.append(text)
             continue
         changed = True
-        rewritten.append(det.pii.mask(text, scan, restorer) if restorer is not None else det.pii.redact(text, scan))
+        new = det.pii.mask(scanned, scan, restorer) if restorer is not None else det.pii.redact(scanned, scan)
+        rewritten.append(new + text[len(scanned):])
     return PiiInput(counts, rewritten if changed else None, restorer if restorer is not None and len(restorer) else None)
 
 
@@ -76,11 +88,14 @@ def _kinds(counts: dict[str, int]) -> str:
     return ", ".join(f"{entity} x{n}" if n > 1 else entity for entity, n in sorted(counts.items()))
 
 
-async def pii_input(det: Detectors, policy: Policy, texts: list[str]) -> tuple[GuardrailResult, Violation | None, PiiInput | None]:
+async def pii_input(
+    det: Detectors, policy: Policy, texts: list[str], tenant: str, scan_upto: list[int] | None = None
+) -> tuple[GuardrailResult, Violation | None, PiiInput | None]:
     cfg = policy.pii
     assert cfg is not None
+    work = det.pii_jobs.submit(tenant, _pii_input_job, det, policy, texts, scan_upto)
     guarded: Guarded[PiiInput] = await run_guarded(
-        "pii", "input", cfg.budget_ms, policy.fail_for(cfg), det.in_pii_thread(_pii_input_job, det, policy, texts)
+        det.failures, tenant, "pii", "input", cfg.budget_ms, policy.fail_for(cfg), work
     )
     if guarded.error_result is not None:
         return guarded.error_result, guarded.violation, None
@@ -101,13 +116,17 @@ async def pii_input(det: Detectors, policy: Policy, texts: list[str]) -> tuple[G
     return result, violation, None
 
 
-async def toxicity(det: Detectors, policy: Policy, texts: list[str], stage: Stage) -> tuple[GuardrailResult, Violation | None]:
+async def toxicity(
+    det: Detectors, policy: Policy, texts: list[str], stage: Stage, tenant: str
+) -> tuple[GuardrailResult, Violation | None]:
     cfg = policy.toxicity
     assert cfg is not None and det.toxicity is not None
     # With no model and a fail-closed fallback the operator has decided: refuse,
     # whatever the policy's own fail mode says.
     fail = "closed" if isinstance(det.toxicity.scorer, UnavailableScorer) else policy.fail_for(cfg)
-    guarded: Guarded[list[Scores]] = await run_guarded("toxicity", stage, cfg.budget_ms, fail, det.toxicity.score(texts))
+    guarded: Guarded[list[Scores]] = await run_guarded(
+        det.failures, tenant, "toxicity", stage, cfg.budget_ms, fail, det.toxicity.score(texts, tenant)
+    )
     if guarded.error_result is not None:
         return guarded.error_result, guarded.violation
     assert guarded.value is not None
@@ -133,10 +152,12 @@ async def toxicity(det: Detectors, policy: Policy, texts: list[str], stage: Stag
     return result, violation
 
 
-def _injection_job(det: Detectors, texts: list[str]) -> tuple[float, dict[str, int]]:
+def _injection_job(det: Detectors, texts: list[str]) -> Generator[None, None, tuple[float, dict[str, int]]]:
     top = 0.0
     rules: dict[str, int] = {}
-    for text in texts:
+    for i, text in enumerate(texts):
+        if i:
+            yield
         found = det.injection.score(text)
         top = max(top, found.score)
         for rule in found.rules:
@@ -144,11 +165,14 @@ def _injection_job(det: Detectors, texts: list[str]) -> tuple[float, dict[str, i
     return top, rules
 
 
-async def injection(det: Detectors, policy: Policy, texts: list[str]) -> tuple[GuardrailResult, Violation | None]:
+async def injection(
+    det: Detectors, policy: Policy, texts: list[str], tenant: str
+) -> tuple[GuardrailResult, Violation | None]:
     cfg = policy.injection
     assert cfg is not None
+    work = det.injection_jobs.submit(tenant, _injection_job, det, texts)
     guarded: Guarded[tuple[float, dict[str, int]]] = await run_guarded(
-        "injection", "input", cfg.budget_ms, policy.fail_for(cfg), det.in_injection_thread(_injection_job, det, texts)
+        det.failures, tenant, "injection", "input", cfg.budget_ms, policy.fail_for(cfg), work
     )
     if guarded.error_result is not None:
         return guarded.error_result, guarded.violation
@@ -171,6 +195,5 @@ async def injection(det: Detectors, policy: Policy, texts: list[str]) -> tuple[G
     return result, violation
 
 
-def pii_scan_job(det: Detectors, policy: Policy, text: str) -> PiiScan:
-    assert det.pii is not None and policy.pii is not None
-    return det.pii.scan(text, policy.pii, policy.pii_recognizers)
+def pii_scan_job(det: Detectors, policy: Policy, text: str) -> Generator[None, None, PiiScan]:
+    return (yield from det.pii_steps(policy, text))

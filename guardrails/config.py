@@ -15,6 +15,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FailMode = Literal["open", "closed"]
+# What happens to a request with more text than `max_scan_chars`: refused (413), its
+# first `max_scan_chars` characters scanned and the rest passed on unscanned, or
+# treated as a guardrail failure (the policy's `fail`: open passes it unscanned,
+# closed refuses it with 413).
+Overflow = Literal["block", "scan_prefix", "fail"]
 
 # Detoxify's six categories (names after Detoxify's own renaming of the Jigsaw labels).
 TOXICITY_CATEGORIES: tuple[str, ...] = (
@@ -128,6 +133,10 @@ class PolicyConfig(_Strict):
     injection: InjectionConfig | None = None
     # What a guardrail error or timeout means when the guardrail does not say.
     fail: FailMode = "closed"
+    # Over how much request text this policy scans, and what it does with more;
+    # None -> the `guardrails:` section's values.
+    max_scan_chars: int | None = Field(default=None, ge=1)
+    overflow: Overflow | None = None
 
     def is_empty(self) -> bool:
         return self.pii is None and self.toxicity is None and self.injection is None
@@ -152,6 +161,21 @@ class GuardrailsConfig(_Strict):
     # Worker threads for Presidio (the injection detector and the toxicity model
     # have one thread each).
     threads: int = Field(default=2, ge=1, le=32)
+    # Characters of request text (all parts together) the guardrails scan; a policy
+    # may set its own. Presidio needs 1 to 2.5 ms per 1,000 characters of ordinary
+    # text here, so 100,000 is about what fits the default 250 ms budget.
+    max_scan_chars: int = Field(default=100_000, ge=1)
+    overflow: Overflow = "block"
+    # Presidio's cost grows with (values x tokens) in one call: texts are analysed in
+    # chunks of this many characters (cut at whitespace), consecutive chunks
+    # overlapping by `chunk_overlap_chars`, so a value up to half the overlap long is
+    # always seen whole, with half the overlap of context before it. Between chunks a
+    # scan gives way to other tenants and stops if its request stopped waiting.
+    chunk_chars: int = Field(default=2_000, ge=200, le=100_000)
+    chunk_overlap_chars: int = Field(default=200, ge=0)
+    # Guardrail jobs (per guardrail) one tenant may have queued or running; more are
+    # refused at once and follow the guardrail's fail policy.
+    tenant_max_in_flight: int = Field(default=16, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _config_dir_needs_checkpoint(self) -> GuardrailsConfig:
@@ -159,6 +183,14 @@ class GuardrailsConfig(_Strict):
         # fallback; the config only rejects what can never work.
         if self.toxicity_config_dir is not None and self.toxicity_checkpoint is None:
             raise ValueError("toxicity_config_dir needs toxicity_checkpoint")
+        return self
+
+    @model_validator(mode="after")
+    def _overlap_fits_the_chunk(self) -> GuardrailsConfig:
+        # A chunk may end half-way (at a whitespace) and the next starts the overlap
+        # before that: it must still be well ahead of this chunk's start.
+        if self.chunk_overlap_chars * 4 > self.chunk_chars:
+            raise ValueError("chunk_overlap_chars must be at most a quarter of chunk_chars")
         return self
 
     def resolve(self, tenant: str, public_model: str) -> PolicyConfig | None:

@@ -1,22 +1,25 @@
 """PII detection and rewriting with Presidio, offline.
 
-Every method here blocks (spaCy, regexes over the whole text) and is called from a
-worker thread by the engine. Presidio is imported when the detector is built, never
-at module import.
+Every method here blocks (spaCy, regexes) and is called from a guardrail thread by the
+engine. Long texts are analysed in overlapping chunks (guardrails/chunking.py), and
+`scan_steps` yields between chunks, so the scheduler can stop or pause it there.
+Presidio is imported when the detector is built, never at module import.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from guardrails.chunking import chunk_spans
 from guardrails.config import PiiConfig
 from guardrails.masking import Restorer
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
-    from presidio_anonymizer import AnonymizerEngine
 
 _LEMMA_COMPONENT = "sluice_lowercase_lemma"
 
@@ -114,57 +117,97 @@ def build_recognizers(cfg: PiiConfig) -> list[EntityRecognizer]:
 
 
 class PiiDetector:
-    """One Presidio analyzer + anonymizer shared by all policies (thread-safe use)."""
+    """One Presidio analyzer shared by all policies (thread-safe use); rewriting
+    (redact, mask) is done here, linear in the text."""
 
-    def __init__(self, analyzer: AnalyzerEngine, anonymizer: AnonymizerEngine) -> None:
+    def __init__(self, analyzer: AnalyzerEngine) -> None:
         self._analyzer = analyzer
-        self._anonymizer = anonymizer
 
     @classmethod
     def build(cls, spacy_model: str | None) -> PiiDetector:
-        from presidio_anonymizer import AnonymizerEngine
-
-        detector = cls(build_analyzer(spacy_model), AnonymizerEngine())
+        detector = cls(build_analyzer(spacy_model))
         # The first call compiles regexes and warms spaCy; pay that at start-up.
         detector._analyzer.analyze("warm up jane@example.com +1 212-555-0199 4111 1111 1111 1111", language="en")
         return detector
 
-    def scan(self, text: str, cfg: PiiConfig, recognizers: list[EntityRecognizer]) -> PiiScan:
+    def scan_steps(
+        self, text: str, cfg: PiiConfig, recognizers: list[EntityRecognizer], chunk_chars: int, overlap: int
+    ) -> Generator[None, None, PiiScan]:
+        """Analyse `text` chunk by chunk, yielding between chunks; returns the findings
+        (offsets into `text`). Use with ``yield from`` in a scheduler job."""
         if not text.strip():
             return PiiScan([])
-        findings = self._analyzer.analyze(
+        findings: list[RecognizerResult] = []
+        for i, chunk in enumerate(chunk_spans(text, chunk_chars, overlap)):
+            if i:
+                yield
+            for f in self._analyze(text[chunk.start : chunk.end], cfg, recognizers):
+                start = f.start + chunk.start
+                if chunk.own_start <= start < chunk.own_end:
+                    f.start, f.end = start, f.end + chunk.start
+                    findings.append(f)
+        return PiiScan(_drop_overlaps(findings))
+
+    def scan(self, text: str, cfg: PiiConfig, recognizers: list[EntityRecognizer],
+             chunk_chars: int = 2_000, overlap: int = 200) -> PiiScan:
+        """`scan_steps` run to the end in one go (benchmarks, tools)."""
+        steps = self.scan_steps(text, cfg, recognizers, chunk_chars, overlap)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def _analyze(self, text: str, cfg: PiiConfig, recognizers: list[EntityRecognizer]) -> list[RecognizerResult]:
+        if not text.strip():
+            return []
+        return self._analyzer.analyze(
             text,
             language="en",
             entities=cfg.all_entities(),
             score_threshold=cfg.score_threshold,
             ad_hoc_recognizers=recognizers or None,
         )
-        return PiiScan(_drop_overlaps(findings))
 
     def redact(self, text: str, scan: PiiScan) -> str:
-        from presidio_anonymizer.entities import OperatorConfig
-
-        operators = {e: OperatorConfig("replace", {"new_value": f"<{e}>"}) for e in scan.counts()}
-        return self._anonymizer.anonymize(text=text, analyzer_results=scan.findings, operators=operators).text
+        # Presidio's anonymizer did this before: 195 ms for 10,000 findings (its merging
+        # of same-type neighbours is a list.remove per merge); this is 4 ms. Each value
+        # gets its own "<TYPE>", as each gets its own mask placeholder.
+        return _rewrite(text, scan, lambda f: f"<{f.entity_type}>")
 
     def mask(self, text: str, scan: PiiScan, restorer: Restorer) -> str:
         # Written by hand rather than with a custom anonymizer operator: the operator
         # only sees the value, and the placeholder needs the entity type too.
-        pieces: list[str] = []
-        cursor = 0
-        for f in sorted(scan.findings, key=lambda r: r.start):
-            pieces.append(text[cursor : f.start])
-            pieces.append(restorer.placeholder(f.entity_type, text[f.start : f.end]))
-            cursor = f.end
-        pieces.append(text[cursor:])
-        return "".join(pieces)
+        return _rewrite(text, scan, lambda f: restorer.placeholder(f.entity_type, text[f.start : f.end]))
+
+
+def _rewrite(text: str, scan: PiiScan, replacement: Any) -> str:
+    pieces: list[str] = []
+    cursor = 0
+    for f in sorted(scan.findings, key=lambda r: r.start):
+        pieces.append(text[cursor : f.start])
+        pieces.append(replacement(f))
+        cursor = f.end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
 
 
 def _drop_overlaps(findings: list[RecognizerResult]) -> list[RecognizerResult]:
-    """Keep the best of overlapping findings: highest score, then longest span."""
+    """Keep the best of overlapping findings: highest score, then longest span.
+
+    The kept spans are disjoint and kept sorted, so each candidate is checked against
+    its two neighbours only (10,000 findings: 34 ms; checking each against every kept
+    finding took 4.4 s of CPU).
+    """
     ranked = sorted(findings, key=lambda r: (-r.score, -(r.end - r.start), r.start))
+    starts: list[int] = []
     kept: list[RecognizerResult] = []
     for f in ranked:
-        if all(f.end <= k.start or f.start >= k.end for k in kept):
-            kept.append(f)
-    return sorted(kept, key=lambda r: r.start)
+        i = bisect.bisect_right(starts, f.start)
+        if i > 0 and kept[i - 1].end > f.start:
+            continue
+        if i < len(kept) and kept[i].start < f.end:
+            continue
+        starts.insert(i, f.start)
+        kept.insert(i, f)
+    return kept

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from guardrails.config import FailMode, GuardBudget, InjectionConfig, PiiConfig, PolicyConfig, ToxicityConfig
+from guardrails.config import FailMode, GuardBudget, InjectionConfig, Overflow, PiiConfig, PolicyConfig, ToxicityConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,9 @@ class Policy:
     version: str
     # Presidio recognizers built from the policy's custom recognizers and deny lists.
     pii_recognizers: list[Any] = field(default_factory=list)
+    # The policy's own values, else those of the `guardrails:` section.
+    max_scan_chars: int = 100_000
+    overflow: Overflow = "block"
 
     @property
     def pii(self) -> PiiConfig | None:

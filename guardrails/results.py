@@ -20,13 +20,16 @@ Action = Literal["pass", "block", "redact", "mask", "flag", "error"]
 # decide and fails closed is ours (503), so clients may retry.
 STATUS_CONTENT = 400
 STATUS_GUARDRAIL_UNAVAILABLE = 503
+# More text than the policy's `max_scan_chars` (and the overflow policy refuses it).
+STATUS_SCAN_LIMIT = 413
 
 
 @dataclass(frozen=True, slots=True)
 class Violation:
     guardrail: GuardrailName
     stage: Stage
-    code: str  # pii_detected | toxicity_detected | prompt_injection_detected | guardrail_unavailable
+    # pii_detected | toxicity_detected | prompt_injection_detected | guardrail_unavailable | guardrail_scan_limit
+    code: str
     message: str
     status: int = STATUS_CONTENT
     # Entity types or categories involved (never values).
@@ -42,6 +45,21 @@ class GuardrailResult:
     scores: dict[str, float] = field(default_factory=dict)
     latency_ms: float = 0.0
     error: str | None = None
+    # Why the guardrail did not (fully) run: "timeout", "busy" (the tenant's in-flight
+    # cap), "failed" (it raised), "oversize" (over max_scan_chars, not scanned) or
+    # "prefix" (over max_scan_chars, only the first max_scan_chars scanned).
+    reason: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The action for metrics and request rows. Reasons that come from a limit are
+        appended (``error.busy``, ``block.oversize``, ``mask.prefix``): a 413 for size is
+        not a PII block, and a scan that stopped at the limit is not a full one. A
+        timeout or an exception stays plain ``error``, as it always was."""
+        return f"{self.action}.{self.reason}" if self.reason in _LIMIT_REASONS else self.action
+
+
+_LIMIT_REASONS = frozenset({"busy", "oversize", "prefix"})
 
 
 @dataclass(slots=True)

@@ -34,9 +34,10 @@ _RANK = {"pass": 0, "flag": 1, "mask": 2, "redact": 3, "error": 4, "block": 5}
 class OutputScanner:
     """Feed it the provider's deltas; send what it emits; stop on a violation."""
 
-    def __init__(self, detectors: Detectors, policy: Policy, restorer: Restorer | None) -> None:
+    def __init__(self, detectors: Detectors, policy: Policy, restorer: Restorer | None, tenant: str = "") -> None:
         self._det = detectors
         self._policy = policy
+        self._tenant = tenant
         self._restorer = restorer if restorer is not None and len(restorer) else None
         pii = policy.pii
         tox = policy.toxicity
@@ -128,8 +129,9 @@ class OutputScanner:
     async def _scan_pii(self, text: str) -> tuple[PiiScan | None, Violation | None]:
         cfg = self._policy.pii
         assert cfg is not None
+        work = self._det.pii_jobs.submit(self._tenant, checks.pii_scan_job, self._det, self._policy, text)
         guarded = await run_guarded(
-            "pii", "output", cfg.budget_ms, self._policy.fail_for(cfg), self._det.in_pii_thread(checks.pii_scan_job, self._det, self._policy, text)
+            self._det.failures, self._tenant, "pii", "output", cfg.budget_ms, self._policy.fail_for(cfg), work
         )
         if guarded.error_result is not None:
             self._record(guarded.error_result)
@@ -154,7 +156,7 @@ class OutputScanner:
         )
 
     async def _score_toxicity(self, text: str) -> Violation | None:
-        result, violation = await checks.toxicity(self._det, self._policy, [text], "output")
+        result, violation = await checks.toxicity(self._det, self._policy, [text], "output", self._tenant)
         self._record(result)
         return violation
 
@@ -176,5 +178,6 @@ class OutputScanner:
         current.latency_ms = round(current.latency_ms + result.latency_ms, 3)
         if _RANK[result.action] > _RANK[current.action]:
             current.action = result.action
+            current.reason = result.reason
         if result.error is not None:
             current.error = result.error

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -162,19 +163,40 @@ def segments(text: str) -> list[str]:
     return pieces
 
 
+class _Request:
+    """One request's pieces on their way through the model, a batch at a time."""
+
+    __slots__ = ("pieces", "taken", "left", "scores", "future")
+
+    def __init__(self, pieces: list[str], future: asyncio.Future[list[Scores]]) -> None:
+        self.pieces = pieces
+        self.taken = 0                                   # pieces handed to a forward pass
+        self.left = len(pieces)                          # pieces not scored yet
+        self.scores: list[Scores] = [{} for _ in pieces]
+        self.future = future
+
+
 class ToxicityBatcher:
-    """Scores texts in one worker thread, batching whatever is queued."""
+    """Scores texts in one worker thread, batching whatever is queued.
+
+    A forward pass takes at most `max_batch` pieces, drawn from the waiting tenants in
+    turn (one piece each per round), so one tenant's long text is spread over several
+    passes and cannot hold the model while another tenant waits; pieces of a request
+    that stopped waiting (budget, disconnect) are never scored.
+    """
 
     def __init__(self, scorer: ToxicityScorer, max_batch: int) -> None:
         self.scorer = scorer
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[list[str], asyncio.Future[list[Scores]]]] | None = None
+        self._waiting: dict[str, deque[_Request]] = {}   # tenant -> its requests, oldest first
+        self._turns: deque[str] = deque()
+        self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-toxicity")
         self.batches = 0  # forward passes run, for tests and metrics
 
     def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._wakeup = asyncio.Event()
         self._worker = asyncio.create_task(self._run(), name="sluice-toxicity-batcher")
 
     async def aclose(self) -> None:
@@ -187,9 +209,9 @@ class ToxicityBatcher:
             self._worker = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def score(self, texts: list[str]) -> list[Scores]:
+    async def score(self, texts: list[str], tenant: str = "") -> list[Scores]:
         """Maximum score per category for each text (over its segments)."""
-        if self._queue is None:
+        if self._wakeup is None:
             raise RuntimeError("ToxicityBatcher.start() was not called")
         pieces: list[str] = []
         owner: list[int] = []
@@ -197,53 +219,81 @@ class ToxicityBatcher:
             for piece in segments(text):
                 pieces.append(piece)
                 owner.append(i)
-        future: asyncio.Future[list[Scores]] = asyncio.get_running_loop().create_future()
-        await self._queue.put((pieces, future))
-        piece_scores = await future
         merged: list[Scores] = [{} for _ in texts]
+        if not pieces:
+            return merged
+        request = _Request(pieces, asyncio.get_running_loop().create_future())
+        queue = self._waiting.get(tenant)
+        if queue is None:
+            queue = self._waiting[tenant] = deque()
+            self._turns.append(tenant)
+        queue.append(request)
+        self._wakeup.set()
+        piece_scores = await request.future
         for i, scores in zip(owner, piece_scores):
             for category, value in scores.items():
                 merged[i][category] = max(value, merged[i].get(category, 0.0))
         return merged
 
+    def _next_batch(self) -> list[tuple[_Request, int]]:
+        """Up to max_batch pieces, one per waiting tenant per round."""
+        batch: list[tuple[_Request, int]] = []
+        while len(batch) < self._max_batch and self._turns:
+            for _ in range(len(self._turns)):
+                if len(batch) >= self._max_batch:
+                    break
+                tenant = self._turns.popleft()
+                queue = self._waiting[tenant]
+                while queue and queue[0].future.done():        # stopped waiting: drop it
+                    queue.popleft()
+                if queue:
+                    request = queue[0]
+                    batch.append((request, request.taken))
+                    request.taken += 1
+                    if request.taken == len(request.pieces):
+                        queue.popleft()
+                if queue:
+                    self._turns.append(tenant)
+                else:
+                    del self._waiting[tenant]
+        return batch
+
     async def _run(self) -> None:
-        assert self._queue is not None
+        assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self._queue.get()]
-            size = len(jobs[0][0])
-            while not self._queue.empty() and size < self._max_batch:
-                job = self._queue.get_nowait()
-                jobs.append(job)
-                size += len(job[0])
-            # Requests whose budget already ran out need no scoring.
-            jobs = [job for job in jobs if not job[1].done()]
-            if not jobs:
-                continue
-            try:
-                await self._predict(loop, jobs)
-            except Exception as exc:  # noqa: BLE001
-                if len(jobs) == 1:
-                    if not jobs[0][1].done():
-                        jobs[0][1].set_exception(exc)
-                    continue
-                # One bad text must not fail the requests it was batched with:
-                # score each request alone and let only the failing ones fail.
-                for job in jobs:
-                    try:
-                        await self._predict(loop, [job])
-                    except Exception as job_exc:  # noqa: BLE001 - delivered to the waiting request
-                        if not job[1].done():
-                            job[1].set_exception(job_exc)
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while True:
+                batch = self._next_batch()
+                if not batch:
+                    break
+                try:
+                    await self._predict(loop, batch)
+                except Exception as exc:  # noqa: BLE001
+                    requests = list(dict.fromkeys(request for request, _ in batch))
+                    if len(requests) == 1:
+                        _fail(requests[0], exc)
+                        continue
+                    # One bad text must not fail the requests it was batched with:
+                    # score each request's pieces alone and let only the failing ones fail.
+                    for request in requests:
+                        try:
+                            await self._predict(loop, [item for item in batch if item[0] is request])
+                        except Exception as job_exc:  # noqa: BLE001 - delivered to the waiting request
+                            _fail(request, job_exc)
 
-    async def _predict(
-        self, loop: asyncio.AbstractEventLoop, jobs: list[tuple[list[str], asyncio.Future[list[Scores]]]]
-    ) -> None:
-        texts = [t for pieces, _ in jobs for t in pieces]
+    async def _predict(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[_Request, int]]) -> None:
+        texts = [request.pieces[i] for request, i in batch]
         scores = await loop.run_in_executor(self._executor, self.scorer.predict, texts)
         self.batches += 1
-        offset = 0
-        for pieces, future in jobs:
-            if not future.done():
-                future.set_result(scores[offset : offset + len(pieces)])
-            offset += len(pieces)
+        for (request, i), piece_scores in zip(batch, scores):
+            request.scores[i] = piece_scores
+            request.left -= 1
+            if request.left == 0 and not request.future.done():
+                request.future.set_result(request.scores)
+
+
+def _fail(request: _Request, exc: Exception) -> None:
+    if not request.future.done():
+        request.future.set_exception(exc)

@@ -69,14 +69,17 @@ def test_chunks_cover_the_text_and_own_each_offset_once() -> None:
 
 
 async def test_values_across_chunk_boundaries_are_found_once(small_chunks: GuardrailEngine) -> None:
-    text, expected, spans = _document(60)
-    # The test means something only if values do straddle raw chunk ends.
-    ends = [c.end for c in chunk_spans(text, CHUNK, OVERLAP)]
-    assert sum(any(s < e < t for e in ends) for s, t in spans) >= 10
+    text, expected, spans = _document(120)
+    # The test means something only if values straddle chunk starts (a cut inside a word:
+    # the next chunk sees a piece of the value), the middles of the overlaps (where
+    # ownership passes to the next chunk) and chunk ends.
+    chunks = chunk_spans(text, CHUNK, OVERLAP)
+    for cuts in ([c.start for c in chunks], [c.own_start for c in chunks], [c.end for c in chunks]):
+        assert sum(any(s < cut < t for cut in cuts) for s, t in spans) >= 5
     outcome = await small_chunks.check_input(small_chunks.policy_for("t", "m"), [text])
     assert outcome.violation is None, outcome.results
     assert outcome.texts == [expected]
-    assert outcome.results[0].entity_counts == {"EMAIL_ADDRESS": 60, "EMPLOYEE_ID": 60, "CREDIT_CARD": 60}
+    assert outcome.results[0].entity_counts == {"EMAIL_ADDRESS": 120, "EMPLOYEE_ID": 120, "CREDIT_CARD": 120}
 
 
 async def test_a_context_word_in_the_previous_chunk_still_counts(small_chunks: GuardrailEngine) -> None:

@@ -26,7 +26,8 @@ def default_limits(primary, backup):
     their defaults."""
     cfg = gateway_config(primary, backup, keys=[{"key": "k-open", "tenant": "open-pii"}])
     cfg["server"]["max_body_bytes"] = 8 * 1024 * 1024
-    cfg["guardrails"] = {"tenants": {"open-pii": {"pii": {"input_action": "mask"}, "fail": "open"}}}
+    cfg["guardrails"] = {"tenants": {"open-pii": {"pii": {"input_action": "mask", "output_action": "off"},
+                                                  "fail": "open"}}}
     gw = start_gateway(cfg)
     yield gw
     gw.stop()
@@ -39,7 +40,7 @@ def small_limits(primary, backup):
         {"key": "k-fail-open", "tenant": "fail-open"},
         {"key": "k-fail-closed", "tenant": "fail-closed"},
     ])
-    mask = {"input_action": "mask"}
+    mask = {"input_action": "mask", "output_action": "off"}
     cfg["guardrails"] = {
         "max_scan_chars": 2000,
         "tenants": {
