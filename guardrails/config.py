@@ -150,6 +150,7 @@ class GuardrailsConfig(_Strict):
     # name or path, which adds NER entities such as PERSON and LOCATION.
     spacy_model: str | None = None
     toxicity_model: Literal["original", "unbiased", "multilingual"] | None = "original"
+    # None: no Detoxify weights, the light classifier (toxicity_fallback: light) at once.
     # A local Detoxify checkpoint; wins over `toxicity_model` (which downloads).
     toxicity_checkpoint: Path | None = None
     # Directory with the Hugging Face config + tokenizer files for offline loading.

@@ -135,6 +135,11 @@ class OutputScanner:
         )
         if guarded.error_result is not None:
             self._record(guarded.error_result)
+            if guarded.violation is None:
+                # Failed open: the rest of this answer passes unscanned too. Scanning the
+                # next window would wait the whole budget again, once per window, holding
+                # the stream back for nothing the policy would act on.
+                self._pii_on, self._window = False, 0
             return None, guarded.violation
         self._record(GuardrailResult("pii", "output", "pass", latency_ms=guarded.latency_ms))
         return guarded.value, None
@@ -158,6 +163,8 @@ class OutputScanner:
     async def _score_toxicity(self, text: str) -> Violation | None:
         result, violation = await checks.toxicity(self._det, self._policy, [text], "output", self._tenant)
         self._record(result)
+        if result.action == "error" and violation is None:
+            self._tox_on = False            # failed open: once per answer, as for PII above
         return violation
 
     def _stop(self, violation: Violation) -> ScanStep:

@@ -111,6 +111,19 @@ class UnavailableScorer:
 def load_scorer(cfg: GuardrailsConfig) -> ToxicityScorer:
     """Load Detoxify (blocking); on failure say so plainly and apply the fallback."""
     source = str(cfg.toxicity_checkpoint) if cfg.toxicity_checkpoint else cfg.toxicity_model
+    if source is None:
+        # `toxicity_model: null` and no checkpoint: the operator chose no Detoxify weights,
+        # so nothing is downloaded (nor torch imported) before the light classifier.
+        if cfg.toxicity_fallback == "light":
+            try:
+                scorer = LightScorer()
+            except ImportError as exc:
+                log.error("guardrails: toxicity_model is null and the light classifier is not installed (%s); "
+                          "every toxicity check will fail closed", exc)
+                return UnavailableScorer(f"light classifier unavailable ({exc})")
+            log.info("guardrails: toxicity uses the light offline classifier (toxicity_model: null)")
+            return scorer
+        return UnavailableScorer("toxicity_model is null and toxicity_fallback is fail-closed")
     try:
         from detoxify import Detoxify
 
@@ -120,7 +133,7 @@ def load_scorer(cfg: GuardrailsConfig) -> ToxicityScorer:
                 huggingface_config_path=str(cfg.toxicity_config_dir) if cfg.toxicity_config_dir else None,
             )
         else:
-            model = Detoxify(model_type=cfg.toxicity_model or "original")
+            model = Detoxify(model_type=cfg.toxicity_model)
         log.info("guardrails: toxicity model loaded from %s", source)
         return DetoxifyScorer(model, name=f"detoxify:{cfg.toxicity_checkpoint.name if cfg.toxicity_checkpoint else source}")
     except Exception as exc:  # noqa: BLE001 - any loading failure means "use the fallback"

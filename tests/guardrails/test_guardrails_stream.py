@@ -113,3 +113,31 @@ async def test_stream_toxicity_block_and_flag(engine: GuardrailEngine) -> None:
 async def test_no_scanner_when_nothing_watches_the_output(engine: GuardrailEngine) -> None:
     assert engine.output_scanner(engine.policy_for("inj", "m"), None) is None
     assert engine.output_scanner(None, None) is None
+
+
+async def test_a_stream_that_failed_open_waits_the_budget_once(engine: GuardrailEngine, monkeypatch) -> None:
+    """Fail open on the output of a stream: after the first scan runs out of budget, the rest
+    of the answer passes unscanned at once, instead of waiting the budget again per window."""
+    import time
+
+    from guardrails import checks
+    from guardrails.pii import PiiScan
+
+    calls: list[float] = []
+
+    def slow_scan(*args, **kwargs):                       # a scheduler job, like pii_scan_job
+        calls.append(time.monotonic())
+        time.sleep(0.05)                                  # far over the policy's 1 ms budget
+        yield
+        return PiiScan([])
+
+    monkeypatch.setattr(checks, "pii_scan_job", slow_scan)
+    policy = engine.policy_for("slow_open", "m")
+    scanner = engine.output_scanner(policy, None)
+    assert scanner is not None
+    words = [f"word{i} " for i in range(400)]             # many release windows
+    text, _ = await _run(scanner, words)
+    assert text == "".join(words)                          # everything released, unscanned
+    assert len(calls) == 1
+    [pii] = [r for r in scanner.results if r.name == "pii"]
+    assert pii.action == "error"

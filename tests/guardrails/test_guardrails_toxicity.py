@@ -89,6 +89,23 @@ async def test_missing_weights_fall_back_to_the_light_classifier(tmp_path: Path,
     assert "could not be loaded" in caplog.text and "light offline classifier" in caplog.text
 
 
+async def test_toxicity_model_null_means_the_light_classifier_without_a_download(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import detoxify
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("Detoxify was asked for weights")
+
+    monkeypatch.setattr(detoxify, "Detoxify", no_download)
+    cfg = GuardrailsConfig.model_validate({"default": {"toxicity": {}}, "toxicity_model": None})
+    eng = GuardrailEngine.from_config(cfg)
+    with caplog.at_level(logging.INFO, logger="sluice.guardrails"):
+        await eng.start()
+    await eng.aclose()
+    assert eng.toxicity_backend == "light"
+    assert "could not be loaded" not in caplog.text and "toxicity_model: null" in caplog.text
+
+
 async def test_light_classifier_blocks_abuse_and_threats(light_engine: GuardrailEngine) -> None:
     policy = light_engine.policy_for("t", "m")
     clean = await light_engine.check_input(policy, ["Could you help me plan a birthday party?"])
