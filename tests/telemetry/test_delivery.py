@@ -474,7 +474,7 @@ def _entries(first: int, count: int) -> list[tuple]:
         row = queued_row(RequestRecord(request_id=f"req-{i}", trace_id=f"{i + 1:032x}", span_id=f"{i + 1:016x}",
                                        public_model="m", status_code=200, timestamp=t0 // 1000))
         trace = (i + 1, i + 1, None, False, "POST /v1/chat/completions", t0, t0 + 2_000_000, None, None, (),
-                 (("d", "openai", "m1", "ok", 200, t0 + 100, t0 + 1_000_000),), None)
+                 (("d", "openai", "m1", "ok", 200, t0 + 100, t0 + 1_000_000),), None, None)
         out.append((row, trace))
     return out
 

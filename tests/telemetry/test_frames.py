@@ -33,7 +33,7 @@ def _row() -> tuple:
 def test_data_frames_round_trip_as_marshal(pair):
     a, b = pair
     trace = ((1 << 127) + 5, 7, None, False, "POST /v1/chat/completions", 1, 2, None,
-             {"gen_ai.response.id": "x"}, (("sluice.auth", 1, 2, None),), (("d", "openai", "m", "ok", 200, 1, 2),), None)
+             {"gen_ai.response.id": "x"}, (("sluice.auth", 1, 2, None),), (("d", "openai", "m", "ok", 200, 1, 2),), None, None)
     entries = [(_row(), trace), (_row(), None)]
     packed = [pack_entry(e) for e in entries]
     assert all(type(p) is bytes for p in packed)
