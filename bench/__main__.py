@@ -1,7 +1,8 @@
 """`python -m bench`: compare requests/s and latency of targets against the mock upstream.
 
 `python -m bench suite [...]` runs every scenario and writes docs/benchmarks.md's
-generated part (bench/suite.py); without `suite`, one run and one table.
+generated part (bench/suite.py); `python -m bench soak [...]` holds mixed load with every
+feature on and watches memory (bench/soak.py); without either, one run and one table.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from bench.targets import DEFAULT_SLUICE_CONFIG, MockSettings
 
 def parse_settings(argv: list[str] | None = None) -> BenchSettings:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     epilog="python -m bench suite --help: the scenario suite")
+                                     epilog="python -m bench suite --help: the scenario suite; "
+                                            "python -m bench soak --help: the soak")
     parser.add_argument("--targets", default="direct,sluice", help="comma-separated, in order (direct first)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per target")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target (not measured)")
@@ -49,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
 
         suite.main(argv[1:])
         return
+    if argv[:1] == ["soak"]:
+        from bench import soak
+
+        sys.exit(soak.main(argv[1:]))
     settings = parse_settings(argv)
     rows, run_dir = run_benchmark(settings)
     print_report(rows, run_dir, settings)

@@ -40,21 +40,22 @@ def render_section(date: str, command: str, machine_lines: list[str], tables: li
     return "\n\n".join(parts)
 
 
-def splice(document: str, section: str) -> str:
-    """`document` with the text between its markers replaced by `section`.
+def splice(document: str, section: str, begin: str = BEGIN, end: str = END) -> str:
+    """`document` with the text between its markers replaced by `section` (the suite's
+    markers unless others are given: `bench.soak` has its own).
 
     Without markers the section is inserted, with its markers, after the intro: before the
     first `## ` heading (at the end when there is none). A lone or reversed marker raises
     rather than guess which hand-written text may be overwritten.
     """
-    block = f"{BEGIN}\n{section.strip()}\n{END}"
-    begins, ends = document.count(BEGIN), document.count(END)
-    if begins == ends == 1 and document.index(BEGIN) < document.index(END):
-        head, _, rest = document.partition(BEGIN)
-        _, _, tail = rest.partition(END)
+    block = f"{begin}\n{section.strip()}\n{end}"
+    begins, ends = document.count(begin), document.count(end)
+    if begins == ends == 1 and document.index(begin) < document.index(end):
+        head, _, rest = document.partition(begin)
+        _, _, tail = rest.partition(end)
         return head + block + tail
     if begins or ends:
-        raise ValueError(f"expected one {BEGIN} before one {END}; found {begins} and {ends}")
+        raise ValueError(f"expected one {begin} before one {end}; found {begins} and {ends}")
     lines = document.splitlines(keepends=True)
     at = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
     head = "".join(lines[:at])
@@ -66,10 +67,10 @@ def splice(document: str, section: str) -> str:
     return head + block + ("\n\n" + tail if tail else "\n")
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
     """Splice `section` into the document at `path` (created if missing), atomically."""
     document = path.read_text() if path.exists() else "# Benchmarks\n"
-    updated = splice(document, section)
+    updated = splice(document, section, begin, end)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(updated)
     os.replace(temporary, path)

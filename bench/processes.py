@@ -71,6 +71,11 @@ class ManagedProcess:
         """
         return sum(_peak_rss_kb(pid) for pid in _process_tree(self.pid)) / 1024
 
+    def rss_mb(self) -> dict[int, float]:
+        """Current resident set (VmRSS) of each live process of the tree, in MB, by pid."""
+        return {pid: parse_status_kb(_read(Path(f"/proc/{pid}/status")), "VmRSS") / 1024
+                for pid in _process_tree(self.pid)}
+
     def log_tail(self, lines: int = 30) -> str:
         self._log.flush()
         text = self.log_path.read_text(errors="replace").splitlines()
@@ -89,6 +94,14 @@ class ManagedProcess:
         if self._own_group:
             _signal_group(self.pid, signal.SIGKILL)      # helpers that outlived their leader
         self._log.close()
+
+
+def command_line(pid: int) -> str:
+    """A process's command line, arguments joined by spaces ("" if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
