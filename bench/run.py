@@ -130,6 +130,8 @@ def _run_target(name: str, mock: ManagedProcess, mock_port: int, run_dir: Path, 
     finally:
         if target.process is not None:
             target.process.stop()
+        for companion in target.companions:         # e.g. the Redis of sluice:limits
+            companion.stop()
 
 
 def _start_target(name: str, mock_port: int, run_dir: Path, settings: BenchSettings) -> Target:

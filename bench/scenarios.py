@@ -57,6 +57,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("g", "Tracing cost: bare, traced, traced at 10% sampling and request rows only, in turn for "
              "5 rounds, non-streaming, 0 ms provider",
              ("sluice:bare", "sluice:traced", "sluice:traced-sampled", "sluice:rows-only"), rounds=5),
+    # What rate limits and a budget on the key cost (one Redis script call per request),
+    # against the same gateway without them, with and without the key, in turn for 5 rounds.
+    Scenario("h", "Limits cost: a key with rpm, tpm, max_parallel and a budget in Redis against the same "
+             "key without limits and bare Sluice, in turn for 5 rounds, non-streaming, 0 ms provider",
+             ("sluice:bare", "sluice:keys", "sluice:limits"), rounds=5),
 )
 
 

@@ -27,6 +27,7 @@ class Target:
     model: str
     headers: dict[str, str] = field(default_factory=dict)
     process: ManagedProcess | None = None  # the gateway process (None: straight to the mock)
+    companions: list = field(default_factory=list)  # what it needs, stopped after it (a Redis)
 
 
 @dataclass(frozen=True)
@@ -60,28 +61,47 @@ def sluice_executable() -> Path:
     return Path(sys.prefix) / "bin" / "sluice"
 
 
+# A config that names ${SLUICE_BENCH_REDIS_URL} gets a Redis of its own (plain Redis 8, from
+# the test extras), started before the gateway and stopped after it; one that names
+# ${SLUICE_BENCH_GATEWAY_KEY} is sent this key (limits need a key to count against).
+BENCH_GATEWAY_KEY = "sk-bench-gateway-key"
+
+
 def start_sluice(mock_port: int, run_dir: Path, config_template: Path = DEFAULT_SLUICE_CONFIG,
-                 gateway_key: str | None = None, name: str = "sluice") -> Target:
-    """`sluice serve` on a rendered copy of the bench config, pointed at this run's mock."""
+                 gateway_key: str | None = None, name: str = "sluice", ready_timeout: float = 30.0) -> Target:
+    """`sluice serve` on a rendered copy of the bench config, pointed at this run's mock;
+    `ready_timeout`: seconds it may take to answer (loading guardrail and embedding models)."""
     executable = sluice_executable()
     if not executable.exists():
         raise RuntimeError(f"{executable} does not exist (is the project installed in this venv?)")
     run_dir = run_dir / name.replace(":", "-")
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "sluice.yaml"
-    config.write_text(string.Template(config_template.read_text()).safe_substitute(
-        SLUICE_BENCH_MOCK_PORT=str(mock_port)))
+    template = config_template.read_text()
+    companions: list = []
+    extra: dict[str, str] = {}
+    if "SLUICE_BENCH_REDIS_URL" in template:
+        from tests.redis_server import start_redis
+        redis = start_redis(with_search=False)
+        companions.append(redis)
+        extra["SLUICE_BENCH_REDIS_URL"] = redis.url
+    if "SLUICE_BENCH_GATEWAY_KEY" in template:
+        gateway_key = gateway_key or BENCH_GATEWAY_KEY
+        extra["SLUICE_BENCH_GATEWAY_KEY"] = gateway_key
+    config.write_text(string.Template(template).safe_substitute(SLUICE_BENCH_MOCK_PORT=str(mock_port), **extra))
     port = free_port(HOST)
     env = _env(SLUICE_BENCH_MOCK_PORT=str(mock_port), SLUICE_DATA_DIR=str(run_dir / "sluice-data"))
     command = [str(executable), "serve", "--config", str(config), "--host", HOST, "--port", str(port)]
     process = ManagedProcess("sluice", command, run_dir / "sluice.log", cwd=run_dir, env=env)
     try:
-        process.wait_ready(f"http://{HOST}:{port}/")
+        process.wait_ready(f"http://{HOST}:{port}/", ready_timeout)
     except Exception:
         process.stop()
+        for companion in companions:
+            companion.stop()
         raise
     headers = {"Authorization": f"Bearer {gateway_key}"} if gateway_key else {}
-    return Target(name, f"http://{HOST}:{port}/v1/chat/completions", "bench-model", headers, process)
+    return Target(name, f"http://{HOST}:{port}/v1/chat/completions", "bench-model", headers, process, companions)
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -2,16 +2,22 @@
 
 Keys from config are hashed at start-up (SHA-256) and only the hashes are kept; the
 plaintext is never logged or stored. Callers present a key as `Authorization: Bearer`
-(OpenAI SDK) or `x-api-key` (Anthropic SDK).
+(OpenAI SDK) or `x-api-key` (Anthropic SDK). Virtual keys (created through the admin API)
+are looked up the same way, by hash, in Redis (`gateway.quota.directory`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.config import KeyConfig
 from gateway.errors import Forbidden, Unauthorized
+from gateway.quota.model import QuotaSpec
+
+if TYPE_CHECKING:
+    from gateway.quota.directory import KeyDirectory
 
 OPEN_TENANT = "default"
 
@@ -21,6 +27,9 @@ class Principal:
     tenant: str
     key_id: str                            # non-secret: the key's label or a hash prefix
     models: frozenset[str] | None          # None = every model
+    quota_id: str = ""                     # the key's counters in the limiter ("" = anonymous)
+    limits: QuotaSpec | None = None        # the key's own rate limits and budget
+    expires_at: float | None = None        # epoch seconds (virtual keys)
 
     def check_model(self, model: str) -> None:
         if self.models is not None and model not in self.models:
@@ -49,13 +58,39 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 class KeyStore:
-    def __init__(self, keys: list[KeyConfig] | None):
-        self.enabled = keys is not None
+    def __init__(self, keys: list[KeyConfig] | None, virtual: KeyDirectory | None = None):
+        self._configured = keys is not None
+        self._virtual = virtual
+        self.dynamic = virtual is not None        # some keys live in Redis: authenticate_async
         self._by_hash: dict[str, Principal] = {}
         for k in keys or []:
             digest = (k.key_sha256 or hash_key(k.key or "")).lower()
             models = frozenset(k.models) if k.models is not None else None
-            self._by_hash[digest] = Principal(k.tenant, k.name or f"key-{digest[:12]}", models)
+            self._by_hash[digest] = Principal(k.tenant, k.name or f"key-{digest[:12]}", models,
+                                              quota_id=f"cfg-{digest[:16]}", limits=QuotaSpec.build(k.limits, k.budget))
+
+    @property
+    def enabled(self) -> bool:
+        """Keys are required once any exist: in config, or created through the admin API."""
+        return self._configured or (self._virtual is not None and self._virtual.has_keys)
+
+    def configured(self) -> list[Principal]:
+        return list(self._by_hash.values())
+
+    async def authenticate_async(self, headers: list[tuple[bytes, bytes]]) -> Principal:
+        """`authenticate`, then the virtual keys (a Redis read at most every key_cache_s)."""
+        if not self.enabled:
+            return ANONYMOUS
+        key = presented_key(headers)
+        if key is None:
+            raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'")
+        digest = hash_key(key)
+        principal = self._by_hash.get(digest)
+        if principal is None and self._virtual is not None:
+            principal = await self._virtual.lookup(digest)
+        if principal is None:
+            raise Unauthorized("Invalid API key")
+        return principal
 
     def authenticate(self, headers: list[tuple[bytes, bytes]]) -> Principal:
         if not self.enabled:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from gateway.auth import ANONYMOUS, Principal
 from gateway.errors import AttemptRecord
+from gateway.quota.model import Reservation
 from gateway.routing import Deployment
 from gateway.types import JSON, Operation, WireFormat
 from gateway.wire.summary import ResponseSummary
@@ -47,6 +48,10 @@ class RequestContext:
     finished: float | None = None
     body: JSON | None = None          # the request as sent on (after input guardrails)
     user_agent: str = ""
+    # limits (gateway/quota): what to settle after the answer, why a request was refused
+    reservation: Reservation | None = None
+    limited: str = ""                 # "" | rate | budget | concurrency (the llm_requests column)
+    extra_headers: list[tuple[bytes, bytes]] | None = None   # x-ratelimit-* on every answer
     # telemetry
     start_ns: int = field(default_factory=time.time_ns)
     trace: TraceIds | None = None     # ids + sampling decision, fixed at the start
@@ -111,4 +116,6 @@ class RequestContext:
                 headers.append((b"x-sluice-cache-similarity", f"{self.cache_similarity:.4f}".encode()))
         if self.guardrail_results:
             headers.append((b"x-sluice-guardrails", summarize(self.guardrail_results).encode()))
+        if self.extra_headers:
+            headers += self.extra_headers
         return headers

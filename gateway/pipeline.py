@@ -57,7 +57,9 @@ async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive
         # 1. who is calling
         if gw.keys.enabled:
             t0 = time.perf_counter()
-            ctx.principal = await gw.keys.authenticate_async(scope["headers"])
+            keys = gw.keys
+            ctx.principal = (await keys.authenticate_async(scope["headers"]) if keys.dynamic
+                             else keys.authenticate(scope["headers"]))
             ctx.steps.append(("sluice.auth", t0, time.perf_counter(), None))
         # 2. what they ask, in their wire format
         limits = gw.limits
