@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway.config import KeyConfig
 from gateway.errors import Forbidden, Unauthorized
 from gateway.quota.model import QuotaSpec
-
-if TYPE_CHECKING:
-    from gateway.quota.directory import KeyDirectory
 
 OPEN_TENANT = "default"
 
@@ -57,8 +54,17 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+class VirtualKeys(Protocol):
+    """Keys kept outside the config (gateway.quota.directory.KeyDirectory, in Redis)."""
+
+    @property
+    def has_keys(self) -> bool: ...
+
+    async def lookup(self, digest: str) -> Principal | None: ...
+
+
 class KeyStore:
-    def __init__(self, keys: list[KeyConfig] | None, virtual: KeyDirectory | None = None):
+    def __init__(self, keys: list[KeyConfig] | None, virtual: VirtualKeys | None = None):
         self._configured = keys is not None
         self._virtual = virtual
         self.dynamic = virtual is not None        # some keys live in Redis: authenticate_async
