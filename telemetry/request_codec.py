@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
+from telemetry.dedupe import without_written
 from telemetry.records import INGEST_COLUMNS, REQUEST_COLUMNS, RequestRecord
 
 _STR = pa.string()
@@ -559,15 +560,4 @@ class RequestArrowCodec:
                 f"SELECT ingest_seq FROM `{database}`.llm_requests "
                 f"WHERE ingest_client = '{c}' AND ingest_seq BETWEEN {int(lo)} AND {int(hi)}")
             present[c] = {int(r[0]) for r in result.result_rows}
-        keep = [True] * batch.num_rows
-        removed = []
-        for offset, part_clients, part_seqs in picked:
-            gone = 0
-            for j, (c, q) in enumerate(zip(part_clients, part_seqs, strict=True)):
-                if q in present.get(c, ()):
-                    keep[offset + j] = False
-                    gone += 1
-            removed.append(gone)
-        if any(removed):
-            batch = batch.filter(pa.array(keep, type=pa.bool_()))
-        return batch, removed
+        return without_written(batch, picked, lambda c, q: q in present.get(c, ()))

@@ -38,6 +38,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from telemetry.batch_writer import BatchWriter, Ticket
+from telemetry.dedupe import without_written
 
 log = logging.getLogger("sluice.telemetry")
 
@@ -356,18 +357,7 @@ class SpanArrowCodec:
                 f"AND Timestamp BETWEEN fromUnixTimestamp64Nano({int(low) - margin}) "
                 f"AND fromUnixTimestamp64Nano({int(high) + margin}) AND TraceId IN ({listed})")
             present.update((r[0], r[1]) for r in result.result_rows)
-        keep = [True] * batch.num_rows
-        removed = []
-        for offset, traces, owners in picked:
-            gone = 0
-            for j, key in enumerate(zip(traces, owners)):
-                if key in present:
-                    keep[offset + j] = False
-                    gone += 1
-            removed.append(gone)
-        if any(removed):
-            batch = batch.filter(pa.array(keep, type=pa.bool_()))
-        return batch, removed
+        return without_written(batch, picked, lambda trace, owner: (trace, owner) in present)
 
 
 _HEX = re.compile(r"^[0-9a-f]{32}$")
