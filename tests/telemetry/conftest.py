@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 _counter = itertools.count()
 
@@ -61,3 +62,13 @@ def make_telemetry(chdb_url: str, database: str, tmp_path: Path):
     yield make
     for tel in built:
         tel.shutdown(timeout_s=2)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples with these labels in a Prometheus text exposition."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total

@@ -19,23 +19,14 @@ import httpx
 import openai
 import pyarrow as pa
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from telemetry import RequestRecord
 from telemetry.frames import recv_frame, send_frame
 from tests.conftest import PRIMARY_KEY
+from tests.telemetry.conftest import metric_value
 from tests.gateway_server import start_gateway
 
 GATEWAY_KEY = "sluice-collector-test-secret"
-
-
-def _metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
 
 
 def _read_chdb(path: Path, sql: str) -> list:
@@ -79,9 +70,9 @@ def test_traffic_lands_in_chdb_through_the_collector(gateway, tmp_path, wait_for
     gpt_line = next(line for line in report.text.splitlines() if line.strip().startswith("gpt"))
     assert gpt_line.split()[1] == "6"                          # requests column
     metrics = lambda: httpx.get(f"{gateway.url}/metrics").text      # noqa: E731
-    assert wait_for(lambda: _metric(metrics(), "sluice_telemetry_rows_written_total", queue="requests") >= 6,
+    assert wait_for(lambda: metric_value(metrics(), "sluice_telemetry_rows_written_total", queue="requests") >= 6,
                     timeout_s=10)
-    assert _metric(metrics(), "sluice_telemetry_rows_written_total", queue="spans") >= 6 * 2
+    assert metric_value(metrics(), "sluice_telemetry_rows_written_total", queue="spans") >= 6 * 2
 
     owner = tel.client.owner
     gateway.stop()                                            # flushes, then stops the collector
@@ -118,8 +109,8 @@ def test_a_dead_collector_degrades_telemetry_not_serving(gateway, wait_for):
     text = httpx.get(f"{gateway.url}/sluice/report?since=1h&by=model", timeout=300).text
     rows = int(next(line for line in text.splitlines() if line.strip().startswith("gpt")).split()[1])
     metrics = httpx.get(f"{gateway.url}/metrics").text
-    dropped = _metric(metrics, "sluice_telemetry_rows_dropped_total", queue="requests")
-    written = _metric(metrics, "sluice_telemetry_rows_written_total", queue="requests")
+    dropped = metric_value(metrics, "sluice_telemetry_rows_dropped_total", queue="requests")
+    written = metric_value(metrics, "sluice_telemetry_rows_written_total", queue="requests")
     # Nothing the dead collector held was lost: resent to the new one, written once.
     assert (rows, dropped, written) == (22, 0, 22)
 
@@ -131,8 +122,8 @@ def test_the_gateway_queue_is_bounded_and_counts_drops(tmp_path):
     for i in range(25):
         tel.record(RequestRecord(request_id=f"r{i}"))
     text = tel.metrics.render()[0].decode()
-    assert _metric(text, "sluice_telemetry_rows_dropped_total", queue="requests", reason="queue_full") == 15
-    assert _metric(text, "sluice_telemetry_queue_depth", queue="requests") == 10
+    assert metric_value(text, "sluice_telemetry_rows_dropped_total", queue="requests", reason="queue_full") == 15
+    assert metric_value(text, "sluice_telemetry_queue_depth", queue="requests") == 10
 
 
 def test_collector_answers_report_errors_in_band(tmp_path):

@@ -32,18 +32,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from telemetry.frames import RESENT
 from tests.conftest import PRIMARY_KEY
 from tests.gateway_server import start_gateway
+from tests.telemetry.conftest import metric_value
 
 GATEWAY_KEY = "sluice-delivery-test-secret"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
 
 
 def _dropped(tel) -> dict[str, float]:
@@ -655,14 +647,14 @@ def test_the_gateway_keeps_what_is_unacknowledged_bounded_and_resends_it(tmp_pat
         time.sleep(0.2)
         text = metrics.render()[0].decode()
         assert fake.received == 30
-        assert _metric(text, "sluice_telemetry_rows_dropped_total", queue="requests", reason="queue_full") == 20
-        assert _metric(text, "sluice_telemetry_queue_depth", queue="requests") == 80
+        assert metric_value(text, "sluice_telemetry_rows_dropped_total", queue="requests", reason="queue_full") == 20
+        assert metric_value(text, "sluice_telemetry_queue_depth", queue="requests") == 80
 
         fake.ack(20, {"requests": 18}, {("requests", "rejected"): 2})
         assert _wait(lambda: fake.received == 50, 30, every_s=0.01)   # 20 more went out
         text = metrics.render()[0].decode()
-        assert _metric(text, "sluice_telemetry_rows_written_total", queue="requests") == 18
-        assert _metric(text, "sluice_telemetry_rows_dropped_total", queue="requests", reason="rejected") == 2
+        assert metric_value(text, "sluice_telemetry_rows_written_total", queue="requests") == 18
+        assert metric_value(text, "sluice_telemetry_rows_dropped_total", queue="requests", reason="rejected") == 2
 
         fake.die()                                                # 30 sent, none acknowledged
         second = FakeCollector(path, "two")
@@ -674,9 +666,9 @@ def test_the_gateway_keeps_what_is_unacknowledged_bounded_and_resends_it(tmp_pat
         assert all(flags == 0 for first, _, flags in second.frames if first >= 50)   # new: sent here only
         # the new collector's totals start from zero: they add to what the first one reported
         second.ack(80, {"requests": 55}, {("requests", "rejected"): 5})
-        assert _wait(lambda: _metric(metrics.render()[0].decode(), "sluice_telemetry_rows_written_total",
+        assert _wait(lambda: metric_value(metrics.render()[0].decode(), "sluice_telemetry_rows_written_total",
                                      queue="requests") == 18 + 55, 30)
-        assert _metric(metrics.render()[0].decode(), "sluice_telemetry_rows_dropped_total", queue="requests",
+        assert metric_value(metrics.render()[0].decode(), "sluice_telemetry_rows_dropped_total", queue="requests",
                        reason="rejected") == 2 + 5
     finally:
         client._stopping = True
