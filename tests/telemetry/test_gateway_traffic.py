@@ -138,7 +138,7 @@ def test_report_through_the_running_gateway(traffic):
     assert "gpt" in text and "after-500" in text and "TOTAL" in text
 
 
-def test_incoming_traceparent_is_honoured(traced, ch):
+def test_incoming_traceparent_is_honoured(traced, ch, wait_for):
     gw, database = traced
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     oai = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
@@ -149,7 +149,11 @@ def test_incoming_traceparent_is_honoured(traced, ch):
     unsampled_id = "5bf92f3577b34da6a3ce929d0e0e4737"
     oai.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "not sampled"}],
                                 extra_headers={"traceparent": f"00-{unsampled_id}-{parent_id}-00"})
-    gw.gateway.telemetry.flush(5)
+    def both_rows_written():                  # spans end after the caller has its answer
+        gw.gateway.telemetry.flush(5)
+        return ch.query(f"SELECT count() FROM `{database}`.llm_requests WHERE trace_id IN (%(a)s, %(b)s)",
+                        parameters={"a": trace_id, "b": unsampled_id}).result_rows[0][0] == 2
+    assert wait_for(both_rows_written, timeout_s=20)
     spans = list(ch.query(f"SELECT SpanKind, ParentSpanId, TraceId FROM `{database}`.otel_traces "
                           f"WHERE TraceId IN (%(a)s, %(b)s)", parameters={"a": trace_id, "b": unsampled_id}
                           ).named_results())
@@ -205,7 +209,7 @@ def test_sampling_keeps_failed_requests_spans(primary, backup, chdb_url, ch, kee
         ch.command(f"DROP DATABASE IF EXISTS `{database}`")
 
 
-def test_untrusted_traceparent_is_a_link_not_a_parent(primary, chdb_url, ch):
+def test_untrusted_traceparent_is_a_link_not_a_parent(primary, chdb_url, ch, wait_for):
     """Only callers in `trusted_trace_sources` may set the trace id or the sampling: from
     anyone else (here loopback, not in the list) the caller's span becomes a link."""
     database = f"gw_traffic_{next(_db)}"
@@ -224,10 +228,13 @@ def test_untrusted_traceparent_is_a_link_not_a_parent(primary, chdb_url, ch):
             extra_headers={"traceparent": f"00-{caller_trace}-{caller_span}-00"})     # "do not sample"
         ours = resp.headers["x-sluice-trace-id"]
         assert ours != caller_trace
-        gw.gateway.telemetry.flush(5)
-        [server] = list(ch.query(
-            f"SELECT TraceId, ParentSpanId, Links.TraceId AS lt, Links.SpanId AS ls FROM `{database}`.otel_traces "
-            f"WHERE SpanKind = 'Server'").named_results())
+        # The server span ends after the caller has its answer: poll, do not race one flush.
+        def server_spans():
+            gw.gateway.telemetry.flush(5)
+            return list(ch.query(
+                f"SELECT TraceId, ParentSpanId, Links.TraceId AS lt, Links.SpanId AS ls "
+                f"FROM `{database}`.otel_traces WHERE SpanKind = 'Server'").named_results())
+        [server] = wait_for(server_spans, timeout_s=20)
         assert server["TraceId"] == ours and server["ParentSpanId"] == ""        # sampled by our ratio
         assert (server["lt"], server["ls"]) == ([caller_trace], [caller_span])
     finally:
