@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cache.config import CacheConfig
 from gateway.quota.config import AdminConfig, Budget, LimitsConfig, RateLimits
 from guardrails.config import GuardrailsConfig
+from monitoring.config import MonitoringConfig
 from telemetry.config import TelemetryConfig
 
 
@@ -142,6 +143,7 @@ class SluiceConfig(_Strict):
     guardrails: GuardrailsConfig = GuardrailsConfig()
     limits: LimitsConfig = LimitsConfig()    # rate limits and budgets (docs/limits.md)
     admin: AdminConfig = AdminConfig()       # the admin API (/admin/*), off without a master key
+    monitoring: MonitoringConfig = MonitoringConfig()   # the drift monitor (docs/monitoring.md)
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir or os.environ.get("SLUICE_DATA_DIR") or ".sluice")
