@@ -15,6 +15,7 @@ import logging
 import time
 
 from gateway.context import RequestContext
+from gateway.prompt_fingerprint import prompt_fingerprint, response_format
 from gateway.routing import Router
 from gateway.types import Scope, WireFormat
 from gateway.wire import anthropic as anthropic_wire
@@ -143,6 +144,8 @@ class RequestObserver:
             ("error_type", lambda: ctx.error_type or ""), ("latency_ms", lambda: ctx.latency_ms()),
             ("stream", lambda: ctx.stream), ("user_agent", lambda: ctx.user_agent),
             ("limited", lambda: ctx.limited),
+            ("prompt_fingerprint", lambda: prompt_fingerprint(ctx.body, ctx.api_format, ctx.operation)),
+            ("response_format", lambda: response_format(ctx.body, ctx.api_format, ctx.operation)),
         )
         for name, read in fields:
             try:
@@ -184,4 +187,6 @@ class RequestObserver:
             user=user if isinstance(user, str) else "",
             user_agent=ctx.user_agent,
             limited=ctx.limited,
+            prompt_fingerprint=prompt_fingerprint(body, ctx.api_format, ctx.operation),
+            response_format=response_format(body, ctx.api_format, ctx.operation),
         )

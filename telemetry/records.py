@@ -63,6 +63,11 @@ class RequestRecord:
     client_ip: str = ""
     user_agent: str = ""
     limited: str = ""                     # refused by the gateway's limits: rate | budget | concurrency
+    # Hash of the system prompt + tool schemas (16 hex, "" without either): one value per
+    # version of an application's prompt, so the drift monitor sees a team's prompt change
+    # as an event, not as drift (gateway/prompt_fingerprint.py).
+    prompt_fingerprint: str = ""
+    response_format: str = ""             # "" | json_object | json_schema (what the caller asked for)
     # What telemetry could not store as it was given, column -> the value it had (as text):
     # filled where a value does not fit its column (`request_codec`), or where the gateway
     # had to replace one. None: nothing odd (almost every request).

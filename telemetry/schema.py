@@ -21,6 +21,10 @@ Tables (all in one database, `sluice` by default):
   a row resent after a collector crash is written once).
   Migration 7 adds `limited` (the gateway's limits refused the request: rate, budget,
   concurrency; "" when admitted).
+  Migration 8 adds `prompt_fingerprint` (hash of system prompt + tool schemas) and
+  `response_format` ("" | json_object | json_schema), for the drift monitor.
+- `drift_metrics`, `model_events`, `drift_baselines`: the drift monitor's output and pinned
+  baselines (migration 9; columns and sort orders in `monitoring/tables.py`).
 - `admin_audit`: one row per admin API action, who / what / when (migration 7,
   `telemetry/audit.py`); no TTL.
 - `sluice_schema_migrations`: which migrations ran.
@@ -86,6 +90,8 @@ REQUEST_COLUMN_TYPES: dict[str, str] = {
     "client_ip": "String CODEC(ZSTD(1))",
     "user_agent": "LowCardinality(String)",
     "limited": "LowCardinality(String)",
+    "prompt_fingerprint": "LowCardinality(String)",
+    "response_format": "LowCardinality(String)",
     "anomalies": "Map(LowCardinality(String), String) CODEC(ZSTD(1))",
     "ingest_client": "LowCardinality(String)",
     "ingest_seq": "UInt64 CODEC(Delta, ZSTD(1))",
@@ -174,7 +180,8 @@ _V6_REQUEST_COLUMNS = ("anomalies", "ingest_client", "ingest_seq")
 
 def _v2_request_columns(db: str, ttl_days: int) -> list[str]:
     added = [c for c in REQUEST_COLUMN_TYPES
-             if c not in _V1_REQUEST_COLUMNS and c not in _V6_REQUEST_COLUMNS and c not in _V7_REQUEST_COLUMNS]
+             if c not in _V1_REQUEST_COLUMNS and c not in _V6_REQUEST_COLUMNS and c not in _V7_REQUEST_COLUMNS
+             and c not in _V8_REQUEST_COLUMNS]
     adds = ",\n    ".join(
         f"ADD COLUMN IF NOT EXISTS `{c}` {REQUEST_COLUMN_TYPES[c]}" for c in added
     )
@@ -283,6 +290,26 @@ def _v7_limits(db: str, ttl_days: int) -> list[str]:
     ]
 
 
+# The columns of v8.
+_V8_REQUEST_COLUMNS = ("prompt_fingerprint", "response_format")
+
+
+def _v8_prompt_fingerprint(db: str, ttl_days: int) -> list[str]:
+    """`prompt_fingerprint`: hash of the system prompt + tool schemas, so the drift monitor
+    segments by application prompt version (issue 23); `response_format`: "" | json_object
+    | json_schema, the requests whose answers the monitor checks for valid JSON."""
+    adds = ",\n    ".join(
+        f"ADD COLUMN IF NOT EXISTS `{c}` {REQUEST_COLUMN_TYPES[c]}" for c in _V8_REQUEST_COLUMNS)
+    return [f"ALTER TABLE `{db}`.llm_requests\n    {adds}"]
+
+
+def _v9_drift(db: str, ttl_days: int) -> list[str]:
+    """The drift monitor's tables (issue 23): `drift_metrics`, `model_events` and
+    `drift_baselines`; the monitor owns their layout (monitoring/tables.py)."""
+    from monitoring.tables import drift_tables_sql
+    return drift_tables_sql(db, ttl_days)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -301,6 +328,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "llm_requests: anomalies map, ingest client and sequence (exactly-once rows)",
               _v6_delivery),
     Migration(7, "llm_requests: limited; admin_audit table", _v7_limits),
+    Migration(8, "llm_requests: prompt_fingerprint, response_format", _v8_prompt_fingerprint),
+    Migration(9, "drift_metrics, model_events, drift_baselines (the drift monitor)", _v9_drift),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
