@@ -43,6 +43,9 @@ class MetricSettings(_Strict):
     threshold: float = Field(ge=0)
     min_delta: float = Field(0.0, ge=0)         # change metrics: the absolute floor of a crossing
     direction: Direction = "up"
+    # rate metrics: the change must also be this many standard errors (two-proportion z),
+    # so sampling noise at small windows does not cross (statistics.rate_change)
+    min_z: float = Field(0.0, ge=0)
 
 
 class MetricOverride(_Strict):
@@ -53,6 +56,7 @@ class MetricOverride(_Strict):
     threshold: float | None = Field(None, ge=0)
     min_delta: float | None = Field(None, ge=0)
     direction: Direction | None = None
+    min_z: float | None = Field(None, ge=0)
 
 
 def _statistic(method: str, threshold: float) -> MetricSettings:
@@ -60,7 +64,8 @@ def _statistic(method: str, threshold: float) -> MetricSettings:
 
 
 def _change(method: str, threshold: float, min_delta: float, direction: Direction = "up") -> MetricSettings:
-    return MetricSettings(method=method, threshold=threshold, min_delta=min_delta, direction=direction)
+    min_z = 3.0 if method == "rate_change" else 0.0
+    return MetricSettings(method=method, threshold=threshold, min_delta=min_delta, direction=direction, min_z=min_z)
 
 
 # The metric names are fixed (dashboards read them). Thresholds: docs/monitoring.md, "Drift".
@@ -68,17 +73,17 @@ DEFAULT_METRICS: dict[str, MetricSettings] = {
     # Evidently's default for its classifier test: ROC-AUC 0.55 of current vs baseline.
     "prompt_embedding_auc": _statistic("classifier_auc", 0.55),
     # Squared MMD, RBF kernel at the median heuristic; ~0 for one population (statistics.py).
-    "prompt_embedding_mmd": _statistic("mmd_rbf", 0.05),
-    # PSI: < 0.1 no shift, 0.1-0.25 moderate, > 0.25 major (the credit-scoring convention).
-    "prompt_tokens_psi": _statistic("psi_baseline_deciles", 0.25),
-    "completion_tokens_psi": _statistic("psi_baseline_deciles", 0.25),
+    "prompt_embedding_mmd": _statistic("mmd_rbf", 0.01),
+    # PSI: < 0.1 stable, 0.1-0.2 moderate, > 0.2 a shift (the credit-scoring convention).
+    "prompt_tokens_psi": _statistic("psi_baseline_deciles", 0.2),
+    "completion_tokens_psi": _statistic("psi_baseline_deciles", 0.2),
     "refusal_rate": _change("rate_change", 1.0, 0.05),
     # Jensen-Shannon distance (base 2, 0..1) of the finish-reason / language mixes.
-    "finish_reason_js": _statistic("jensen_shannon", 0.2),
+    "finish_reason_js": _statistic("jensen_shannon", 0.1),
     "empty_answer_rate": _change("rate_change", 1.0, 0.05),
     "json_valid_rate": _change("rate_change", 0.05, 0.05, "down"),
-    "language_js": _statistic("jensen_shannon", 0.2),
-    "prompt_language_js": _statistic("jensen_shannon", 0.2),
+    "language_js": _statistic("jensen_shannon", 0.1),
+    "prompt_language_js": _statistic("jensen_shannon", 0.1),
     "error_rate": _change("rate_change", 1.0, 0.02),
     "latency_p50_ms": _change("quantile_change", 0.5, 50.0),
     "latency_p95_ms": _change("quantile_change", 0.5, 100.0),
