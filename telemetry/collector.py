@@ -16,7 +16,12 @@ sequence number), answered ("ok", {"instance", "ack"}). Data frames ("data", [(r
 ...], first_seq, flags: `frames.send_data`) are never answered; ("flush", timeout_s),
 ("stats",), ("report", since, by) and, with `--workers`, ("stats", worker, metrics text)
 and ("metrics", worker, metrics text) (`telemetry.metrics_merge`) are answered with
-("ok", value) or ("error", text).
+("ok", value) or ("error", text). So are ("query" | "command" | "insert", args, kwargs):
+the drift monitor's reads and writes of the embedded chDB while this process owns it
+(`monitoring/store.py`, through `collector_client.CollectorCalls`), run on the writers'
+ClickHouse client with the clickhouse-connect method of that name; a query answers
+(column names, rows). Anyone who can connect may run SQL: the socket is 0600, its owner
+could open the chDB directory itself.
 
 Acknowledgements: the collector keeps a `ClientLedger` per gateway process and a `Ticket`
 per frame, on which the writers count what became of its rows and spans. Once every
@@ -165,6 +170,14 @@ class ClientLedger:
             return self.last_sent
 
 
+# clickhouse-connect keyword arguments a trace call may pass, per method (plain values only).
+TRACE_CALL_KWARGS: dict[str, frozenset[str]] = {
+    "query": frozenset({"parameters", "settings", "use_none", "column_oriented"}),
+    "command": frozenset({"parameters", "settings", "data"}),
+    "insert": frozenset({"column_names", "database", "settings", "column_oriented", "column_type_names"}),
+}
+
+
 class Collector:
     """The collector's state: the sink, the gateways' ledgers, and what it answers."""
 
@@ -256,11 +269,31 @@ class Collector:
                 return "ok", self.sink.report(message[1], message[2])
             if kind == "audit":             # ("audit", rows): admin API audit rows (telemetry/audit.py)
                 return "ok", self.sink.audit(message[1])
+            if kind in TRACE_CALL_KWARGS:   # (kind, args, kwargs): the monitor's SQL
+                return self._trace_call(kind, tuple(message[1]), dict(message[2]))
             return "error", f"unknown message {kind!r}"
         except ValueError as exc:           # a bad report argument: the caller's to fix
             return "error", str(exc)
         except Exception as exc:
             log.exception("telemetry collector: %s failed", kind)
+            return "error", f"{type(exc).__name__}: {exc}"
+
+
+    def _trace_call(self, kind: str, args: tuple, kwargs: dict[str, Any]) -> tuple:
+        """One clickhouse-connect call on the writers' client. A failing statement is the
+        caller's to report (the monitor logs it): answered, not logged here."""
+        unknown = set(kwargs) - TRACE_CALL_KWARGS[kind]
+        if unknown:
+            return "error", f"TypeError: {kind}() got unsupported arguments {sorted(unknown)}"
+        try:
+            client = self.sink.connection.get()
+            if kind == "query":
+                result = client.query(*args, **kwargs)
+                return "ok", (list(result.column_names), result.result_rows)
+            if kind == "command":
+                return "ok", client.command(*args, **kwargs)
+            return "ok", client.insert(*args, **kwargs)
+        except Exception as exc:
             return "error", f"{type(exc).__name__}: {exc}"
 
 

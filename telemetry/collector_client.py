@@ -477,3 +477,64 @@ class CollectorClient:
             log.warning("telemetry: dropped %d requests' rows and spans (%s)", self._unlogged_drops, reason)
             self._unlogged_drops = 0
             self._last_drop_log = now
+
+
+class CollectorCallError(RuntimeError):
+    """The collector answered a call with ("error", text)."""
+
+
+class CollectorCalls:
+    """Blocking calls to a running collector on a connection of their own, for a process
+    that only asks (the drift monitor reading the embedded chDB the gateway's collector
+    owns). No hello: the collector keeps no ledger for it and sends it no
+    acknowledgements, so every frame that comes back is the answer to the call just made.
+    A connection of its own, not the gateway's shipper: a long query must not hold up the
+    request rows. Thread-safe (one call at a time); after a timeout or a broken connection
+    the next call reconnects (the late answer must not be read as the next one's)."""
+
+    def __init__(self, socket_path: Path, *, timeout_s: float = 300.0, connect_timeout_s: float = 5.0) -> None:
+        self.socket_path = Path(socket_path)
+        self.timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def call(self, message: tuple, timeout_s: float | None = None) -> Any:
+        """The value of the ("ok", value) answer; CollectorCallError on ("error", text),
+        CollectorUnavailable when the collector cannot be reached or does not answer."""
+        with self._lock:
+            sock = self._connected()
+            try:
+                sock.settimeout(self.timeout_s if timeout_s is None else timeout_s)
+                send_frame(sock, message)
+                answer = recv_frame(sock)
+                while type(answer) is tuple and answer and answer[0] == "ack":   # not for us: never expected
+                    answer = recv_frame(sock)
+            except (OSError, ConnectionError) as exc:
+                self._drop()
+                raise CollectorUnavailable(f"lost the telemetry collector at {self.socket_path}: {exc}") from None
+        status, value = answer
+        if status != "ok":
+            raise CollectorCallError(str(value))
+        return value
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _connected(self) -> socket.socket:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self._connect_timeout_s)
+            try:
+                sock.connect(str(self.socket_path))
+            except OSError as exc:
+                sock.close()
+                raise CollectorUnavailable(f"no telemetry collector at {self.socket_path}: {exc}") from None
+            self._sock = sock
+        return self._sock
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
