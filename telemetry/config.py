@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from telemetry.pricing import ModelPrice
 
@@ -41,9 +41,31 @@ class OtlpConfig(_Strict):
         return v
 
 
+class ClickHouseLayout(_Strict):
+    """`telemetry.clickhouse`: how the tables are laid out on a ClickHouse cluster.
+
+    With `cluster`, migrations run `ON CLUSTER`, data tables become Replicated engines
+    sharded behind Distributed tables of the same names, and the small bookkeeping tables
+    are replicated to every node (telemetry/cluster_ddl.py). The macros are the server's
+    own (`<macros>` in its config).
+    """
+
+    cluster: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    # Keeper path of every replicated table; {shard} and {replica} are server macros.
+    zookeeper_path: str = "/clickhouse/tables/{shard}/{database}/{table}"
+    replica_name: str = "{replica}"
+    # How the Distributed tables spread inserts over the shards.
+    sharding_key: str = "rand()"
+
+
 class TelemetryConfig(_Strict):
     enabled: bool = True                       # tracing + request rows (metrics are always on)
     clickhouse_url: str | None = None          # None -> chdb://<data_dir>/clickhouse
+    clickhouse: ClickHouseLayout = ClickHouseLayout()
+    # false: this process never migrates (`sluice migrate`, the Helm chart's hook Job, does);
+    # it writes nothing and /readyz answers 503 while the schema is older than it needs.
+    # Needs a ClickHouse server: the embedded engine is migrated by the process that holds it.
+    migrate_on_start: bool = True
     database: str = Field("sluice", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     ttl_days: int = Field(30, ge=0)            # 0 = forever; applied when tables are created
     service_name: str = "sluice"
@@ -102,6 +124,16 @@ class TelemetryConfig(_Strict):
         if v is not None and not v.startswith(("chdb://", "http://", "https://")):
             raise ValueError("must start with chdb://, http:// or https://")
         return v
+
+    @model_validator(mode="after")
+    def _server_only_options(self) -> "TelemetryConfig":
+        embedded = self.clickhouse_url is None or self.clickhouse_url.startswith("chdb://")
+        if embedded and self.clickhouse.cluster:
+            raise ValueError("clickhouse.cluster needs a ClickHouse server (clickhouse_url: http(s)://...)")
+        if embedded and not self.migrate_on_start:
+            raise ValueError("migrate_on_start: false needs a ClickHouse server (clickhouse_url: http(s)://...); "
+                             "the embedded engine is migrated by the process that holds it")
+        return self
 
     def text_policy(self, tenant: str) -> tuple[bool, int]:
         """(log_prompts, max_text_chars) for a tenant, its overrides applied."""
