@@ -25,6 +25,8 @@ Tables (all in one database, `sluice` by default):
   `response_format` ("" | json_object | json_schema), for the drift monitor.
 - `drift_metrics`, `model_events`, `drift_baselines`: the drift monitor's output and pinned
   baselines (migration 9; columns and sort orders in `monitoring/tables.py`).
+- `llm_requests_1m`, `llm_guardrail_actions_1m` (+ their views): per-minute rollups the
+  dashboards read instead of scanning every request row (migration 10, `dashboards/rollups.py`).
 - `admin_audit`: one row per admin API action, who / what / when (migration 7,
   `telemetry/audit.py`); no TTL.
 - `sluice_schema_migrations`: which migrations ran.
@@ -310,6 +312,13 @@ def _v9_drift(db: str, ttl_days: int) -> list[str]:
     return drift_tables_sql(db, ttl_days)
 
 
+def _v10_rollups(db: str, ttl_days: int) -> list[str]:
+    """Per-minute rollups of `llm_requests` for the dashboards (issue 25): the layout lives
+    with its readers (dashboards/rollups.py)."""
+    from dashboards.rollups import rollup_tables_sql
+    return rollup_tables_sql(db, ttl_days)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -330,6 +339,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "llm_requests: limited; admin_audit table", _v7_limits),
     Migration(8, "llm_requests: prompt_fingerprint, response_format", _v8_prompt_fingerprint),
     Migration(9, "drift_metrics, model_events, drift_baselines (the drift monitor)", _v9_drift),
+    Migration(10, "llm_requests_1m, llm_guardrail_actions_1m: per-minute rollups for dashboards", _v10_rollups),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
