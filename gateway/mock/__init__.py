@@ -6,6 +6,7 @@
     anthropic_wire.py   Anthropic Messages
     content.py          deterministic answers, token counts, schema examples, embeddings
     faults.py           failure injection rules (and the fail-* / slow-* model names)
+    script.py           scripted answers (POST /_mock/script): text, length, model, fingerprint, latency
     replies.py          the Reply value and the providers' error shapes
     server.py, cli.py   uvicorn serving and `python -m gateway.mock`
 """

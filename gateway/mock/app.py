@@ -13,6 +13,8 @@ Control API (tests and benchmarks; never recorded, never faulted):
     GET /_mock/health
     GET|DELETE /_mock/requests          the last requests received: method, path, query, headers, body, time
     GET|POST|DELETE /_mock/faults       POST replaces the rules with a JSON list (or one object), see faults.py
+    GET|POST|DELETE /_mock/script       scripted answers (text, length, model, fingerprint, finish
+                                        reason, latency) for chat and messages, see script.py
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from gateway.mock.openai_wire import (
 from gateway.mock.options import MockOptions
 from gateway.mock.replies import Reply, Wire, data_event, error_reply, json_reply, named_event, openai_error
 from gateway.mock.responses_wire import responses
+from gateway.mock.script import Script, ScriptRule, delay_s, rewrite_reply, scripted_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,6 +58,8 @@ AZURE_PREFIX = "/openai/deployments/"
 AZURE_OPERATIONS: dict[str, Endpoint] = {"chat/completions": chat_completions, "embeddings": embeddings}
 TIMEOUT_FAULT_SECONDS = 3600.0  # longer than any client timeout; a disconnect ends it sooner
 _RULES = TypeAdapter(list[FaultRule])
+_SCRIPT = TypeAdapter(list[ScriptRule])
+SCRIPTABLE: tuple[Endpoint, ...] = (chat_completions, messages)
 
 
 class MockUpstream:
@@ -63,6 +68,7 @@ class MockUpstream:
     def __init__(self, options: MockOptions) -> None:
         self.options = options
         self.faults = FaultBook()
+        self.script = Script()
         self.requests: deque[dict[str, Any]] = deque(maxlen=options.recorded_requests)
         self._created = int(time.time())
         self._models = models_list(options, self._created)
@@ -154,6 +160,14 @@ class MockUpstream:
                             "headers": [(b"content-type", b"text/event-stream")]})
                 await send({"type": "http.response.body", "body": _stream_error_event(wire)})
                 return
+        rule = self.script.match(model, raw) if self.script.rules and endpoint in SCRIPTABLE else None
+        if rule is not None:
+            reply = rewrite_reply(rule, endpoint(scripted_body(rule, body, raw), model, self.options))
+            delay = delay_s(rule, raw)
+            if delay and await _disconnected_within(receive, delay):
+                return
+            await self._answer(reply, cut_after, receive, send)
+            return
         await self._answer(endpoint(body, model, self.options), cut_after, receive, send)
 
     def _get(self, path: str) -> Reply | None:
@@ -227,6 +241,20 @@ class MockUpstream:
             else:
                 self.faults.replace(rules)
                 reply = json_reply({"rules": len(rules)})
+        elif path == "/_mock/script" and method == "GET":
+            reply = json_reply(self.script.describe())
+        elif path == "/_mock/script" and method == "DELETE":
+            self.script.replace([])
+            reply = json_reply({"rules": 0})
+        elif path == "/_mock/script" and method == "POST":
+            try:
+                given = orjson.loads(raw)
+                script = _SCRIPT.validate_python(given if isinstance(given, list) else [given])
+            except (orjson.JSONDecodeError, ValidationError) as exc:
+                reply = openai_error(400, f"invalid script rules: {exc}")
+            else:
+                self.script.replace(script)
+                reply = json_reply({"rules": len(script)})
         else:
             reply = openai_error(404, f"Invalid URL ({method} {path})")
         await _send_json(send, reply)
