@@ -1,9 +1,9 @@
 """Which language is a prompt or an answer in? For the monitor's language mix (language_js).
 
 py3langid (a maintained fork of langid.py: naive Bayes over byte n-grams, its model bundled
-in the wheel, no network, numpy only): on the labelled sample in
-tests/monitoring/test_language_detection.py (94 prompts and answers, 17 languages, short
-ones included) it gets 93 right at ~0.07 ms a text, after a one-time model load of ~0.5 s.
+in the wheel, no network, numpy only): on the labelled sample
+monitoring/data/language_labelled.jsonl (94 prompts and answers, 17 languages, short ones
+included) it gets 93 right at ~0.07 ms a text, after a one-time model load of ~0.5 s.
 lingua (more accurate on very short text, but a large model and slower) and langdetect
 (non-deterministic unless seeded, slower) are the usual alternatives; neither installs
 from this machine's package index, and py3langid's measured accuracy leaves little to gain.
