@@ -43,8 +43,10 @@ class MetricSettings(_Strict):
     threshold: float = Field(ge=0)
     min_delta: float = Field(0.0, ge=0)         # change metrics: the absolute floor of a crossing
     direction: Direction = "up"
-    # rate metrics: the change must also be this many standard errors (two-proportion z),
-    # so sampling noise at small windows does not cross (statistics.rate_change)
+    # The value must also stand this many standard errors above what sampling noise alone
+    # gives at the window's sample sizes (rates: two-proportion z; AUC: its null spread;
+    # PSI and JS: their chi-square nulls; MMD: permutations), so a small window's noise
+    # does not cross a threshold chosen for large ones (measures.py). 0: off.
     min_z: float = Field(0.0, ge=0)
 
 
@@ -60,7 +62,7 @@ class MetricOverride(_Strict):
 
 
 def _statistic(method: str, threshold: float) -> MetricSettings:
-    return MetricSettings(method=method, threshold=threshold)
+    return MetricSettings(method=method, threshold=threshold, min_z=3.0)
 
 
 def _change(method: str, threshold: float, min_delta: float, direction: Direction = "up") -> MetricSettings:

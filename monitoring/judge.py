@@ -54,8 +54,11 @@ def judge(m: Measurement, settings: MetricSettings, min_samples: int) -> Verdict
                  f"n_baseline {m.n_baseline}" if m.n_baseline < min_samples else ""]
         notes.insert(0, f"{' and '.join(filter(None, short))} < min_samples {min_samples}: not alerting")
     if METRIC_KINDS[m.metric] == "statistic":
-        crossed = _finite(m.value) and m.value > settings.threshold      # type: ignore[operator]
-        return Verdict(settings.threshold, bool(crossed) and not gated, "; ".join(notes))
+        crossed = bool(_finite(m.value) and m.value > settings.threshold)      # type: ignore[operator]
+        if crossed and settings.min_z and m.z is not None and math.isfinite(m.z) and m.z < settings.min_z:
+            notes.append(f"within sampling noise at these sizes (z {m.z:.1f} < {settings.min_z:g})")
+            crossed = False
+        return Verdict(settings.threshold, crossed and not gated, "; ".join(notes))
     if not _finite(m.baseline):
         return Verdict(math.nan, False, "; ".join(notes or ["no baseline value"]))
     lower, upper = limit_of(settings, m.baseline)                       # type: ignore[arg-type]

@@ -4,11 +4,24 @@ Each function returns `Measurement`s with the metric's fixed name; a metric that
 computed still comes back, with value None and a note that says why (no cache lookups, no
 text logged, no embeddings and no embedder, ...), so `sluice report drift` can tell "fine"
 from "not measured".
+
+Every statistic also gets `z`: how many standard errors it stands above what sampling
+noise alone gives at these sample sizes (judge.py gates crossings on `min_z`). The
+thresholds (AUC 0.55, PSI 0.2, ...) are meant for large windows; at 30 requests a side the
+noise alone exceeds some of them (the null PSI of 10 bins is ~0.3 at 30 vs 300), and a
+stable stream would page someone every few windows. The nulls:
+- rates: the two-proportion z (statistics.rate_change);
+- classifier AUC: the Mann-Whitney null, sd = sqrt((n1 + n2 + 1) / (12 n1 n2)) around 0.5;
+- PSI (a Jeffreys divergence): N_eff * PSI ~ chi2(k - 1) with 1/N_eff = 1/n1 + 1/n2;
+- Jensen-Shannon: the chi-square test of the 2 x k count table (p -> z);
+- MMD: its spread over `MMD_PERMUTATIONS` random re-splits of the pooled sample (only
+  computed when the value crosses the threshold: it is the one costly null).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -44,17 +57,39 @@ def _expand(histogram: dict[int, int]) -> np.ndarray:
     return np.repeat(keys, counts)
 
 
+MMD_PERMUTATIONS = 20
+MMD_PERMUTATION_ROWS = 200   # per side, for the permutation null
+
+
 def _psi(metric: str, cur: dict[int, int], base: dict[int, int]) -> Measurement:
     current, baseline = _expand(cur), _expand(base)
     value = statistics.psi(current, baseline) if len(current) and len(baseline) else math.nan
-    return Measurement(metric, _value(value), None, len(current), len(baseline),
-                       "" if math.isfinite(value) else "too few token counts")
+    if not math.isfinite(value):
+        return Measurement(metric, None, None, len(current), len(baseline), "too few token counts")
+    bins = len(statistics.psi_bin_edges(baseline)) + 1        # inner bins + one below + one above
+    scale = 1.0 / len(current) + 1.0 / len(baseline)
+    mean, spread = (bins - 1) * scale, math.sqrt(2.0 * (bins - 1)) * scale
+    return Measurement(metric, value, None, len(current), len(baseline), z=(value - mean) / spread)
 
 
 def _js(metric: str, cur: dict[str, float], base: dict[str, float], cur_n: int, base_n: int,
         empty_note: str) -> Measurement:
     value = statistics.jensen_shannon(cur, base) if cur and base else math.nan
-    return Measurement(metric, _value(value), None, cur_n, base_n, "" if math.isfinite(value) else empty_note)
+    if not math.isfinite(value):
+        return Measurement(metric, None, None, cur_n, base_n, empty_note)
+    return Measurement(metric, value, None, cur_n, base_n, z=_contingency_z(cur, base))
+
+
+def _contingency_z(cur: dict[str, float], base: dict[str, float]) -> float:
+    """The chi-square test of the two count vectors, as a one-sided z."""
+    from scipy.stats import chi2_contingency, norm
+
+    keys = sorted(k for k in set(cur) | set(base) if cur.get(k, 0) + base.get(k, 0) > 0)
+    if len(keys) < 2:
+        return 0.0
+    table = np.array([[cur.get(k, 0) for k in keys], [base.get(k, 0) for k in keys]], dtype=np.float64)
+    p_value = float(chi2_contingency(table, correction=False)[1])
+    return float(norm.isf(max(p_value, 1e-300)))
 
 
 def from_aggregates(cur: SideStats, base: SideStats) -> list[Measurement]:
@@ -106,7 +141,7 @@ def from_texts(cur: Sequence[tuple[str, str]], base: Sequence[tuple[str, str]], 
 
 
 def from_embeddings(cur: np.ndarray | None, base: np.ndarray | None, *, seed: int, max_samples: int,
-                    source: str, note: str = "") -> list[Measurement]:
+                    source: str, note: str = "", mmd_threshold: float = 0.0) -> list[Measurement]:
     """prompt_embedding_auc and prompt_embedding_mmd from two samples of prompt vectors."""
     n_cur = 0 if cur is None else len(cur)
     n_base = 0 if base is None else len(base)
@@ -120,5 +155,30 @@ def from_embeddings(cur: np.ndarray | None, base: np.ndarray | None, *, seed: in
                                                                           "prompt_embedding_mmd")]
     auc = statistics.classifier_auc(cur, base, seed=seed, max_samples=max_samples)
     distance = statistics.mmd(cur, base, seed=seed, max_samples=max_samples)
-    return [Measurement("prompt_embedding_auc", _value(auc), None, n_cur, n_base, source),
-            Measurement("prompt_embedding_mmd", _value(distance), None, n_cur, n_base, source)]
+    n1, n2 = min(n_cur, max_samples), min(n_base, max_samples)
+    auc_z = (auc - 0.5) / math.sqrt((n1 + n2 + 1) / (12.0 * n1 * n2)) if math.isfinite(auc) else None
+    return [Measurement("prompt_embedding_auc", _value(auc), None, n_cur, n_base, source, z=auc_z),
+            Measurement("prompt_embedding_mmd", _value(distance), None, n_cur, n_base, source,
+                        z=_MmdNull(cur, base, seed).z(distance) if _value(distance) and distance > mmd_threshold
+                        else None)]
+
+
+class _MmdNull:
+    """MMD of random re-splits of the pooled sample: what the statistic is without drift."""
+
+    def __init__(self, cur: np.ndarray, base: np.ndarray, seed: int) -> None:
+        self._cur, self._base, self._seed = cur, base, seed
+
+    def z(self, observed: float) -> float:
+        rng = random.Random(self._seed)
+        cur = self._cur[: MMD_PERMUTATION_ROWS]
+        base = self._base[: MMD_PERMUTATION_ROWS]
+        pooled = np.vstack([cur, base])
+        nulls = []
+        for _ in range(MMD_PERMUTATIONS):
+            order = list(range(len(pooled)))
+            rng.shuffle(order)
+            left, right = pooled[order[: len(cur)]], pooled[order[len(cur):]]
+            nulls.append(statistics.mmd(left, right, seed=self._seed, max_samples=MMD_PERMUTATION_ROWS))
+        mean, spread = float(np.mean(nulls)), float(np.std(nulls)) or 1e-12
+        return (observed - mean) / spread

@@ -100,7 +100,7 @@ def run_once(client, database: str, cfg: MonitoringConfig, *, now: datetime | No
                 stats[segment] = {**again.get(segment, {}), 1: stats[segment][1]}
 
     # 3-4. samples, measurements, verdicts
-    detectors = _Detectors(is_refusal, detect_languages)
+    detectors = _Detectors(is_refusal, detect_languages, embedder)
     measured: dict[Segment, list[Measurement]] = {}
     for window, group in by_baseline.items():
         sides = {s: (stats[s][1], stats[s].get(0, SideStats())) for s in group}
@@ -179,7 +179,9 @@ def _judged_rows(client, database: str, cfg: MonitoringConfig, now: datetime, cu
 class _Detectors:
     """The refusal and language detectors, loaded on first use (a run with no text needs neither)."""
 
-    def __init__(self, is_refusal: TextClassifier | None, detect_languages: LanguageDetector | None) -> None:
+    def __init__(self, is_refusal: TextClassifier | None, detect_languages: LanguageDetector | None,
+                 embedder=None) -> None:
+        self._embedder = embedder          # the refusal detector's similarity half, when given
         self._is_refusal = is_refusal
         self._detect_languages = detect_languages
         self._languages_failed = False
@@ -189,8 +191,8 @@ class _Detectors:
         if self._is_refusal is None and not self.failure:
             try:
                 from monitoring.refusal import RefusalDetector
-                detector = RefusalDetector()
-                self._is_refusal = lambda texts: [bool(detector.is_refusal(t)) for t in texts]
+                detector = RefusalDetector(self._embedder)
+                self._is_refusal = lambda texts: [s >= detector.threshold for s in detector.score_many(texts)]
             except Exception as exc:            # an optional model missing: the metric says so
                 self.failure = f"refusal detector unavailable: {type(exc).__name__}"
                 log.warning("monitor: %s", self.failure, exc_info=True)
@@ -252,7 +254,8 @@ class _Samples:
             return from_embeddings(None, None, seed=0, max_samples=1, source="", note=note)
         return from_embeddings(self._vectors.get((segment, 1)), self._vectors.get((segment, 0)),
                                seed=self._cfg.seed, max_samples=max(self._cfg.embedding_sample, self._cfg.min_samples),
-                               source=self._vector_source[segment])
+                               source=self._vector_source[segment],
+                               mmd_threshold=self._cfg.metric("prompt_embedding_mmd").threshold)
 
     def text_measures(self, segment: Segment, detectors: _Detectors) -> list[Measurement]:
         note = self._text_note.get(segment, "")
