@@ -23,6 +23,7 @@ from gateway.openapi import OpenAPIEndpoint
 from gateway.pipeline import handle
 from gateway.runtime import Gateway
 from gateway.types import ASGIApp, Operation, Receive, Scope, Send, WireFormat
+from telemetry.schema_gate import SchemaGate
 
 
 class PipelineEndpoint:
@@ -138,15 +139,21 @@ class ReportEndpoint:
 
 
 class HealthEndpoint:
-    """`/healthz`: the process serves. `/readyz`: start-up finished and it can take traffic."""
+    """`/healthz`: the process serves. `/readyz`: start-up finished and it can take traffic,
+    on a ClickHouse schema no older than it needs (telemetry/schema_gate.py)."""
 
-    def __init__(self, gw: Gateway, readiness: bool):
+    def __init__(self, gw: Gateway, readiness: bool, schema_gate: SchemaGate | None = None):
         self._gw = gw
         self._readiness = readiness
+        self._schema_gate = schema_gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._readiness and not self._gw.ready:
             await send_bytes(send, 503, b'{"status":"starting"}', [])
+            return
+        if self._readiness and self._schema_gate is not None and self._schema_gate.problem:
+            body = orjson.dumps({"status": "schema_behind", "detail": self._schema_gate.problem})
+            await send_bytes(send, 503, body, [])
             return
         await send_bytes(send, 200, b'{"status":"ok"}', [])
 
@@ -214,13 +221,18 @@ class HotPathRouter:
 
 def create_app(cfg: SluiceConfig) -> HotPathRouter:
     gw = Gateway(cfg)
+    schema_gate = SchemaGate.from_config(cfg.telemetry, cfg.resolved_data_dir())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gw.start()
+        await asyncio.to_thread(schema_gate.check)          # before the first request is accepted
+        watch = None if schema_gate.settled else asyncio.ensure_future(schema_gate.watch())
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
             await gw.stop()
 
     def pipeline(op: Operation, fmt: WireFormat) -> PipelineEndpoint:
@@ -239,7 +251,7 @@ def create_app(cfg: SluiceConfig) -> HotPathRouter:
         Route("/metrics", OpsAccess(MetricsEndpoint(gw), ops_token, loopback_only=False), methods=["GET"]),
         Route("/sluice/report", OpsAccess(ReportEndpoint(gw), ops_token, loopback_only=True), methods=["GET"]),
         Route("/healthz", HealthEndpoint(gw, readiness=False), methods=["GET"]),
-        Route("/readyz", HealthEndpoint(gw, readiness=True), methods=["GET"]),
+        Route("/readyz", HealthEndpoint(gw, readiness=True, schema_gate=schema_gate), methods=["GET"]),
         Route("/openapi.json", OpenAPIEndpoint(gw.limits, admin=bool(cfg.admin.master_key)), methods=["GET"]),
         *admin_routes(gw),                                   # /admin/*: only with admin.master_key
     ]

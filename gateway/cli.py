@@ -103,7 +103,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         # `sluice serve` migrates at start-up; the engine it holds is already up to date.
         print(f"sluice: {exc}; the running gateway applied the migrations when it started", file=sys.stderr)
         return 1
-    applied = migrate(client, database, ttl_days=cfg.telemetry.ttl_days)
+    applied = migrate(client, database, ttl_days=cfg.telemetry.ttl_days, cluster=cfg.telemetry.clickhouse)
     print(f"database {database}: " + (f"applied migrations {applied}" if applied else "already up to date"))
     return 0
 

@@ -20,10 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from telemetry.schema import migrate
+from telemetry.schema import CURRENT_VERSION, current_version, migrate
 
 if TYPE_CHECKING:
-    from telemetry.config import TelemetryConfig
+    from telemetry.config import ClickHouseLayout, TelemetryConfig
 
 log = logging.getLogger("sluice.telemetry")
 
@@ -94,17 +94,40 @@ def open_from_config(cfg: "TelemetryConfig", data_dir: Path) -> tuple[Client, st
         raise
 
 
+class SchemaBehindError(RuntimeError):
+    """The database's schema is older than this version of Sluice needs, and this process
+    does not migrate (`telemetry.migrate_on_start: false`): `sluice migrate` has not run yet."""
+
+    def __init__(self, database: str, have: int, need: int) -> None:
+        super().__init__(f"ClickHouse database {database} is at schema version {have}, this Sluice needs "
+                         f"{need}: run `sluice migrate` (the Helm chart's migration Job)")
+        self.have, self.need = have, need
+
+
+def check_schema(client: Client, database: str) -> None:
+    """Raise SchemaBehindError unless `database` has every migration this version knows."""
+    have = current_version(client, database)
+    if have < CURRENT_VERSION:
+        raise SchemaBehindError(database, have, CURRENT_VERSION)
+
+
 class ClickHouseConnection:
-    """A lazily (re)connected client shared by the background writers (thread-safe)."""
+    """A lazily (re)connected client shared by the background writers (thread-safe).
+
+    With `run_migrations=False` it migrates nothing and hands out no client until the
+    schema is current (SchemaBehindError): rows wait in the writers' queues instead of
+    failing on columns an old schema lacks."""
 
     def __init__(
         self, factory: ClientFactory, database: str, *, ttl_days: int = 30,
         run_migrations: bool = True, description: str = "clickhouse",
+        cluster: "ClickHouseLayout | None" = None,
     ) -> None:
         self._factory = factory
         self.database = database
         self._ttl_days = ttl_days
         self._run_migrations = run_migrations
+        self._cluster = cluster
         self.description = description          # for logs: never contains a password
         self._lock = threading.Lock()
         self._client: Client | None = None
@@ -116,10 +139,13 @@ class ClickHouseConnection:
             if self._client is None:
                 client = self._factory()
                 if self._run_migrations and not self._migrated:
-                    applied = migrate(client, self.database, ttl_days=self._ttl_days)
+                    applied = migrate(client, self.database, ttl_days=self._ttl_days, cluster=self._cluster)
                     if applied:
                         log.info("telemetry: applied migrations %s on %s",
                                  applied, self.description)
+                    self._migrated = True
+                elif not self._migrated:
+                    check_schema(client, self.database)      # SchemaBehindError: retried later
                     self._migrated = True
                 self._client = client
             return self._client

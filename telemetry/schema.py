@@ -43,8 +43,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from clickhouse_connect.driver.client import Client
+
+if TYPE_CHECKING:
+    from telemetry.config import ClickHouseLayout
 
 MIGRATIONS_TABLE = "sluice_schema_migrations"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -361,12 +365,17 @@ def current_version(client: Client, database: str) -> int:
 
 
 def migrate(
-    client: Client, database: str, *, ttl_days: int = 30, target: int | None = None
+    client: Client, database: str, *, ttl_days: int = 30, target: int | None = None,
+    cluster: "ClickHouseLayout | None" = None,
 ) -> list[int]:
-    """Bring `database` up to `target` (default: the latest); return the versions applied."""
+    """Bring `database` up to `target` (default: the latest); return the versions applied.
+    With `cluster.cluster` set, every statement is rewritten for the cluster
+    (telemetry/cluster_ddl.py: ON CLUSTER, Replicated and Distributed tables)."""
     _check_ident(database)
+    rewrite = _cluster_rewrite(database, ttl_days, cluster)
     for sql in _migrations_table(database, ttl_days):
-        client.command(sql)
+        for statement in rewrite(sql):
+            client.command(statement)
     have = current_version(client, database)
     want = CURRENT_VERSION if target is None else target
     applied: list[int] = []
@@ -374,10 +383,30 @@ def migrate(
         if m.version <= have or m.version > want:
             continue
         for sql in m.statements(database, ttl_days):
-            client.command(sql)
+            for statement in rewrite(sql):
+                client.command(statement)
         client.insert(
             f"{MIGRATIONS_TABLE}", [[m.version, m.name]],
             column_names=["version", "name"], database=database,
         )
         applied.append(m.version)
     return applied
+
+
+def _cluster_rewrite(database: str, ttl_days: int,
+                     cluster: "ClickHouseLayout | None") -> Callable[[str], list[str]]:
+    """Each statement as is on one server; rewritten for a cluster (cluster_ddl.py)."""
+    if cluster is None or not cluster.cluster:
+        return lambda sql: [sql]
+    from telemetry.cluster_ddl import ClusterDDL
+    every = [*_migrations_table(database, ttl_days),
+             *(sql for m in MIGRATIONS for sql in m.statements(database, ttl_days))]
+    return ClusterDDL(cluster, every).rewrite
+
+
+def cluster_statements(database: str, cluster: "ClickHouseLayout", *, ttl_days: int = 30) -> list[str]:
+    """Every statement a fresh cluster runs, in order (for review and for the tests)."""
+    rewrite = _cluster_rewrite(database, ttl_days, cluster)
+    sqls = [*_migrations_table(database, ttl_days),
+            *(sql for m in MIGRATIONS for sql in m.statements(database, ttl_days))]
+    return [statement for sql in sqls for statement in rewrite(sql)]

@@ -101,8 +101,8 @@ class TelemetrySink:
         factory = client_factory or partial(
             open_client, url, connect_timeout_s=cfg.connect_timeout_s)
         connection = ClickHouseConnection(
-            factory, database, ttl_days=cfg.ttl_days,
-            description=redact_url(url) if client_factory is None else "client_factory",
+            factory, database, ttl_days=cfg.ttl_days, run_migrations=cfg.migrate_on_start,
+            cluster=cfg.clickhouse, description=redact_url(url) if client_factory is None else "client_factory",
         )
         common = dict(
             connection=connection, batch_size=cfg.batch_size,
