@@ -13,6 +13,7 @@ from gateway.admin_cli import add_keys_command
 from gateway.config import ConfigError, SluiceConfig, load_config
 from gateway.defaults import config_from_env_keys, find_config_file, mock_config
 from gateway.mock.cli import add_mock_arguments
+from gateway.monitor_cli import add_monitor_command, add_report_drift_arguments, cmd_report_drift
 
 logger = logging.getLogger("sluice")
 
@@ -110,7 +111,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the traffic report. chDB lets one process open its directory: when the
-    embedded default is in use by a running `sluice serve`, ask that gateway instead."""
+    embedded default is in use by a running `sluice serve`, ask that gateway instead.
+    `sluice report drift`: the drift monitor's latest run (gateway/monitor_cli.py)."""
+    if args.what == "drift":
+        return cmd_report_drift(args)
     import httpx
     from telemetry.clickhouse import ChdbBusyError, open_from_config
     from telemetry.report import parse_since, report
@@ -168,14 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--config")
     migrate.set_defaults(func=cmd_migrate)
 
-    report = sub.add_parser("report", help="traffic, errors, latency, tokens, cost from ClickHouse")
+    report = sub.add_parser("report", help="traffic, errors, latency, tokens, cost from ClickHouse; "
+                                           "`report drift`: the drift monitor's state")
+    report.add_argument("what", nargs="?", default="traffic", choices=["traffic", "drift"])
     report.add_argument("--config")
     report.add_argument("--since", default="1h", help="window: 30m, 1h, 7d, ...")
     report.add_argument("--by", default="model", choices=["model", "deployment", "tenant", "key"])
     report.add_argument("--gateway", default=None,
                         help="running gateway to ask when the embedded ClickHouse is in use "
                              "(default: this host's server.ops_port, else port 8080)")
+    add_report_drift_arguments(report)
     report.set_defaults(func=cmd_report)
+
+    add_monitor_command(sub)                                  # sluice monitor run | baseline set|clear
 
     add_keys_command(sub)                                     # sluice keys create|list|get|revoke|rotate
 
