@@ -38,6 +38,7 @@ class Gateway:
         self.observer = RequestObserver(self.telemetry, self.router)
         self.cache = ResponseCache.from_config(cfg.cache, self.data_dir) if cfg.cache.enabled else None
         self.guardrails = GuardrailEngine.from_config(cfg.guardrails) if cfg.guardrails.any_policy() else None
+        self.monitor = self._drift_monitor(cfg) if cfg.monitoring.in_process else None
         self.upstream: UpstreamClient = None  # type: ignore[assignment]   # created in start()
         self._tasks: set[asyncio.Task] = set()
         self.ready = False
@@ -63,6 +64,8 @@ class Gateway:
         # all every few seconds under load: 45-50 ms pauses, the whole p99 (docs/benchmarks.md).
         gc.collect()
         gc.freeze()
+        if self.monitor is not None:
+            self.monitor.start()                             # its own threads; first run after a delay
         self.ready = True
 
     async def stop(self, grace_s: float = 5.0) -> None:
@@ -74,9 +77,19 @@ class Gateway:
         if self.cache is not None:
             await self.cache.aclose()
         await self.quota.aclose()                            # sends the settlements still queued
+        if self.monitor is not None:
+            await asyncio.to_thread(self.monitor.stop)       # before telemetry: a run may use its collector
         if self.guardrails is not None:
             await self.guardrails.aclose()
         await asyncio.to_thread(self.telemetry.shutdown)     # flushes queued spans and rows
+
+    def _drift_monitor(self, cfg: SluiceConfig):
+        """`monitoring.in_process`: the drift monitor in this process (docs/monitoring.md),
+        gauges in this gateway's /metrics, one replica at a time through a lock."""
+        from monitoring.loop import in_process_loop
+        return in_process_loop(cfg.monitoring, self.telemetry, self.data_dir,
+                               registry=self.telemetry.metrics.registry,
+                               fallback_redis_urls=(cfg.limits.redis_url, cfg.cache.redis_url))
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run follow-up work (cache stores) after the response, tracked until shutdown."""
