@@ -11,6 +11,7 @@ request is used. What a rule changes (fields left unset change nothing):
 
     text                answer with this text (JSON mode and schemas included: a rule can
                         make a JSON answer invalid); "{prompt}" in it is the last user text
+    texts               or one of these texts, drawn from a hash of the request
     words               (without text) answer "Mock answer to: <prompt>" padded or cut to this many words
     words_jitter        +- this many words, drawn from a hash of the request (natural variation)
     response_model      the `model` the answer names (a silent upstream model change)
@@ -44,6 +45,7 @@ class ScriptRule(BaseModel):
 
     model: str | None = None
     text: str | None = None
+    texts: list[str] | None = Field(None, min_length=1)
     words: int | None = Field(None, ge=1, le=100_000)
     words_jitter: int = Field(0, ge=0)
     response_model: str | None = None
@@ -83,11 +85,13 @@ class Script:
 
 def scripted_body(rule: ScriptRule, body: dict[str, Any], raw: bytes) -> dict[str, Any]:
     """The request as the endpoint should see it: the scripted answer text as `mock_reply`."""
-    if rule.text is None and rule.words is None:
+    if rule.text is None and rule.texts is None and rule.words is None:
         return body
     prompt = last_user_text(body.get("messages") or [])
-    if rule.text is not None:
-        text = rule.text.replace("{prompt}", prompt)
+    chosen = rule.text if rule.text is not None else \
+        rule.texts[int(_draw(raw, 3571) * len(rule.texts))] if rule.texts else None
+    if chosen is not None:
+        text = chosen.replace("{prompt}", prompt)
     else:
         text = " ".join(answer_words(prompt, _words(rule, raw)))
     changed = {k: v for k, v in body.items() if k not in _FORMAT_KEYS}

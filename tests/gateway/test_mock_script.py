@@ -42,6 +42,10 @@ async def test_script_words_jitter_fraction_and_json_override(mock):
     scripted = [n for n in lengths if n != 16]
     assert 60 <= len(scripted) <= 140 and all(35 <= n <= 45 for n in scripted)
     assert len(set(scripted)) > 5
+    await mock.post("/_mock/script", json={"texts": ["one {prompt}", "two {prompt}", "three {prompt}"]})
+    answers = {(await mock.post("/v1/chat/completions", json=chat(f"q{i}"))).json()["choices"][0]["message"]
+               ["content"].split()[0] for i in range(30)}
+    assert answers == {"one", "two", "three"}
     await mock.post("/_mock/script", json={"text": "not json"})
     body = (await mock.post("/v1/chat/completions",
                             json=chat("x", response_format={"type": "json_object"}))).json()
