@@ -4,7 +4,10 @@ when chDB is free, and a clear error when a `writer: thread` gateway holds it.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import openai
 import pytest
@@ -105,3 +108,35 @@ def test_a_chdb_held_without_a_collector_says_what_to_do(ch, tmp_path):
     # running writer: thread holds its own. No collector socket in the data dir.
     with pytest.raises(TraceStoreUnavailable, match="monitoring.in_process: true"):
         open_trace_store(TelemetryConfig(), tmp_path / "other")
+
+
+def test_sluice_monitor_run_once_while_the_gateway_holds_the_embedded_chdb(collector_gateway, tmp_path, primary):
+    """A monitor in its own process: chDB is the gateway collector's, so every query and the
+    drift rows go through the collector; the gateway keeps serving meanwhile."""
+    gw, data_dir = collector_gateway
+    oai = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
+    for i in range(3):
+        oai.chat.completions.create(model="gpt", messages=[{"role": "user", "content": f"count {i}"}])
+    assert gw.gateway.telemetry.flush(timeout_s=10)
+    config = tmp_path / "sluice.yaml"
+    config.write_text(
+        f"data_dir: {data_dir}\n"
+        f"providers:\n  primary: {{type: openai, base_url: '{primary.url}/v1', api_key: x}}\n"
+        f"models:\n  gpt: {{deployments: [{{provider: primary, model: m1}}]}}\n"
+        "monitoring: {window_s: 600, baseline_s: 3600, min_samples: 1}\n")
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "monitor", "run", "--once", "--config", str(config)],
+                          capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert "drift run: 1 segments" in done.stdout, done.stdout
+    assert "through the gateway's collector" in done.stderr
+
+    client, database = open_trace_store(TelemetryConfig(), data_dir)
+    try:
+        rows = client.query(f"SELECT metric, public_model, n_current FROM `{database}`.drift_metrics "
+                            f"WHERE public_model = 'gpt' AND metric = 'error_rate'").result_rows
+        assert rows and rows[-1][2] >= 3
+        events = client.query(f"SELECT kind, new_value FROM `{database}`.model_events").result_rows
+        assert {("response_model", "m1"), ("system_fingerprint", "fp_mock")} <= set(events)   # first seen
+    finally:
+        client.close()
+    oai.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "still serving"}])
