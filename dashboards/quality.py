@@ -1,0 +1,106 @@
+"""Quality and drift (ClickHouse): the drift monitor's metrics against their thresholds,
+what is alerting now, and upstream model / fingerprint changes (`model_events`, also the
+dashboard's annotations). Evaluator scores and feedback (issue 24) join this dashboard
+when their tables exist."""
+
+from __future__ import annotations
+
+from dashboards.board import Annotation, DashboardSpec, Variable, segment_filter
+from dashboards.panels import ClickHousePanel as P
+from dashboards.sql import DRIFT, EVENTS, SEGMENTS
+
+METRIC_FILTER = "$__conditionalAll(metric IN (${metric:singlequote}), $metric)"
+
+
+def value_vs_threshold(metric_filter: str) -> str:
+    """Each metric's value and its threshold as two series per metric (max over segments)."""
+    where = f"$__timeFilter(ts) AND {SEGMENTS} AND {metric_filter}"
+    return f"""SELECT * FROM (
+    SELECT $__timeInterval(ts) AS time, concat(metric, ' value') AS series, max(value) AS v
+    FROM {DRIFT}
+    WHERE {where}
+    GROUP BY time, series
+    UNION ALL
+    SELECT $__timeInterval(ts) AS time, concat(metric, ' threshold') AS series, max(threshold) AS v
+    FROM {DRIFT}
+    WHERE {where}
+    GROUP BY time, series)
+ORDER BY time"""
+
+
+def _metrics(*names: str) -> str:
+    return "metric IN (" + ", ".join(f"'{n}'" for n in names) + ")"
+
+
+ROWS = [
+    ("Drift", [
+        P("Segments alerting", "stat", f"""SELECT countIf(alerting = 1) AS alerting_segments FROM (
+    SELECT metric, public_model, deployment, tenant, prompt_fingerprint, argMax(alerting, ts) AS alerting
+    FROM {DRIFT}
+    WHERE $__timeFilter(ts) AND {SEGMENTS}
+    GROUP BY metric, public_model, deployment, tenant, prompt_fingerprint)""", width=6, height=4),
+        P("Model events", "stat", f"""SELECT count() AS model_events FROM {EVENTS}
+WHERE $__timeFilter(first_seen) AND {SEGMENTS}""", width=6, height=4),
+        P("Monitor runs", "stat", f"SELECT uniqExact(ts) AS runs FROM {DRIFT} WHERE $__timeFilter(ts)",
+          width=6, height=4),
+        P("Metrics without enough samples", "stat", f"""SELECT countIf(value IS NULL) AS unmeasured
+FROM {DRIFT} WHERE $__timeFilter(ts) AND {SEGMENTS}""", width=6, height=4,
+          description="Rows whose value could not be computed (below monitoring.min_samples): the note says why."),
+        P("Drift value against threshold ($metric)", "timeseries", value_vs_threshold(METRIC_FILTER), width=24),
+        P("Prompt embedding drift (classifier AUC, MMD)", "timeseries",
+          value_vs_threshold(_metrics("prompt_embedding_auc", "prompt_embedding_mmd"))),
+        P("Prompt and completion length (PSI)", "timeseries",
+          value_vs_threshold(_metrics("prompt_tokens_psi", "completion_tokens_psi"))),
+        P("Refusals, empty answers, JSON validity", "timeseries",
+          value_vs_threshold(_metrics("refusal_rate", "empty_answer_rate", "json_valid_rate")), unit="percentunit"),
+        P("Latency and TTFT drift", "timeseries",
+          value_vs_threshold(_metrics("latency_p50_ms", "latency_p95_ms", "ttft_p50_ms")), unit="ms"),
+        P("Finish reasons and language mix (Jensen-Shannon)", "timeseries",
+          value_vs_threshold(_metrics("finish_reason_js", "language_js"))),
+        P("Error, cache and guardrail rates", "timeseries",
+          value_vs_threshold(_metrics("error_rate", "cache_hit_rate", "guardrail_block_rate")), unit="percentunit"),
+    ]),
+    ("What changed", [
+        P("Alerting over time", "timeseries", f"""SELECT $__timeInterval(ts) AS time, metric, sum(alerting) AS alerting_segments
+FROM {DRIFT}
+WHERE $__timeFilter(ts) AND {SEGMENTS} AND {METRIC_FILTER}
+GROUP BY time, metric
+ORDER BY time""", width=12),
+        P("Model events by kind", "barchart", f"""SELECT kind, count() AS events
+FROM {EVENTS}
+WHERE $__timeFilter(first_seen) AND {SEGMENTS}
+GROUP BY kind
+ORDER BY events DESC""", width=12),
+        P("Latest value per segment", "table", f"""SELECT metric, public_model, deployment, tenant,
+    argMax(value, ts) AS latest_value, argMax(threshold, ts) AS latest_threshold,
+    argMax(alerting, ts) AS is_alerting, argMax(n_current, ts) AS samples, argMax(note, ts) AS latest_note,
+    max(ts) AS last_run
+FROM {DRIFT}
+WHERE $__timeFilter(ts) AND {SEGMENTS} AND {METRIC_FILTER}
+GROUP BY metric, public_model, deployment, tenant
+ORDER BY is_alerting DESC, metric
+LIMIT 200""", width=24),
+        P("Upstream model and fingerprint changes", "table", f"""SELECT first_seen, public_model, deployment, tenant, kind,
+    old_value, new_value, requests_since, alerting
+FROM {EVENTS}
+WHERE $__timeFilter(first_seen) AND {SEGMENTS}
+ORDER BY first_seen DESC
+LIMIT 100""", width=24),
+    ]),
+]
+
+
+def spec() -> DashboardSpec:
+    return DashboardSpec(
+        uid="sluice-quality", title="Sluice / Quality and drift",
+        description="Drift metrics against thresholds; upstream model changes as annotations (ClickHouse).",
+        tags=("sluice", "clickhouse", "drift"), rows=ROWS, time_from="now-7d",
+        variables=[Variable("metric", "drift metric",
+                            f"SELECT DISTINCT metric FROM {DRIFT} WHERE $__timeFilter(ts) ORDER BY metric")],
+        annotations=[Annotation("Model events", f"""SELECT first_seen AS time,
+    concat(kind, ': ', if(old_value = '', '(first seen)', old_value), ' -> ', new_value,
+           ' on ', public_model, ' / ', deployment) AS text,
+    [kind, public_model, deployment] AS tags
+FROM {EVENTS}
+WHERE $__timeFilter(first_seen) AND {segment_filter()}
+ORDER BY time""")])
