@@ -42,6 +42,7 @@ CAVEAT_SCORE = 0.3        # a decline followed by ", but <answer>"
 THRESHOLD = 0.5           # is_refusal: score >= THRESHOLD
 
 _OPENING_CHARS = 300
+_MEMO_ENTRIES = 20_000   # openings are <= 300 chars: a few MB at most
 
 
 class SyncEmbedder(Protocol):
@@ -147,6 +148,7 @@ class RefusalDetector:
         self.patterns = list(patterns) if patterns is not None else load_patterns()
         self._embedder = embedder
         self._phrasing_matrix: np.ndarray | None = None
+        self._similarity_memo: dict[str, float] = {}
 
     @classmethod
     def with_local_embedder(cls, models_dir: Path, **options: object) -> RefusalDetector:
@@ -165,13 +167,23 @@ class RefusalDetector:
         return self._phrasing_matrix
 
     def similarities(self, texts: Sequence[str]) -> list[float]:
-        """Max cosine between each text's opening and any phrasing (0.0 without an embedder)."""
+        """Max cosine between each text's opening and any phrasing (0.0 without an embedder).
+
+        Each distinct opening is embedded once per detector: answers repeat (canned
+        replies, a scripted upstream, the overlapping windows of consecutive runs), and the
+        model is the whole cost. The memo is bounded; when full it starts over.
+        """
         if self._embedder is None or not texts:
             return [0.0] * len(texts)
         openings = [opening(t) or " " for t in texts]
-        vectors = self._embedder.embed_sync(openings)
-        phrasings = self._phrasing_vectors()
-        return [float((phrasings @ v).max()) if v is not None else 0.0 for v in vectors]
+        missing = list(dict.fromkeys(o for o in openings if o not in self._similarity_memo))
+        if missing:
+            phrasings = self._phrasing_vectors()
+            if len(self._similarity_memo) + len(missing) > _MEMO_ENTRIES:
+                self._similarity_memo.clear()
+            for text, vector in zip(missing, self._embedder.embed_sync(missing), strict=True):
+                self._similarity_memo[text] = float((phrasings @ vector).max()) if vector is not None else 0.0
+        return [self._similarity_memo[o] for o in openings]
 
     def score_many(self, texts: Sequence[str]) -> list[float]:
         lexical = [lexical_score(t, self.patterns) for t in texts]

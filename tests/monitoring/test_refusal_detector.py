@@ -144,6 +144,11 @@ def test_score_many_batches_and_skips_decided_texts(embedder: CountingEmbedder) 
     scores = detector.score_many(texts)
     assert len(embedder.texts) == 2  # one batch, the lexical hit not embedded
     assert scores == [detector.score(t) for t in texts]
+    assert len(embedder.texts) == 2  # each distinct opening is embedded once per detector
+    embedder.texts.clear()
+    repeated = ["Sure, here is the recipe."] * 3 + ["Use `git rebase -i HEAD~3`.", "Use `git rebase -i HEAD~3`."]
+    assert detector.score_many(repeated)[:3] == [scores[2]] * 3
+    assert len(embedder.texts) == 1  # duplicates in a batch are embedded once
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert detector.score_many([]) == []
 
