@@ -25,14 +25,19 @@ from gateway.types import WireFormat
 
 def duration(ms: int) -> str:
     """OpenAI's reset format: 20ms, 1s, 1.5s, 6m0s."""
+    return duration_bytes(ms).decode()
+
+
+_FRACTIONS = [b""] + [(b".%03d" % f).rstrip(b"0") for f in range(1, 1000)]   # ms -> ".5", ".123"
+
+
+def duration_bytes(ms: int) -> bytes:
     if ms < 1000:
-        return f"{max(ms, 0)}ms"
+        return b"%dms" % (ms if ms > 0 else 0)
     if ms < 60_000:
-        whole, frac = divmod(ms, 1000)
-        return f"{whole}s" if not frac else f"{whole}.{frac:03d}".rstrip("0") + "s"
+        return b"%d%bs" % (ms // 1000, _FRACTIONS[ms % 1000])
     minutes, rest = divmod(ms, 60_000)
-    whole, frac = divmod(rest, 1000)
-    return f"{minutes}m{whole}s" if not frac else f"{minutes}m{whole}.{frac:03d}".rstrip("0") + "s"
+    return b"%dm%d%bs" % (minutes, rest // 1000, _FRACTIONS[rest % 1000])
 
 
 def instant(now_ms: int, ms: int) -> str:
@@ -40,21 +45,21 @@ def instant(now_ms: int, ms: int) -> str:
         timespec="seconds").replace("+00:00", "Z")
 
 
-_NAMES = {  # per dialect and kind: the limit, remaining and reset header names
-    (False, REQ): (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests"),
-    (False, TOK): (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens"),
-    (True, REQ): (b"anthropic-ratelimit-requests-limit", b"anthropic-ratelimit-requests-remaining",
-                  b"anthropic-ratelimit-requests-reset"),
-    (True, TOK): (b"anthropic-ratelimit-tokens-limit", b"anthropic-ratelimit-tokens-remaining",
-                  b"anthropic-ratelimit-tokens-reset"),
-}
+# Per dialect, per kind (requests, tokens): the limit, remaining and reset header names.
+_OPENAI = ((b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests"),
+           (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens"))
+_ANTHROPIC = ((b"anthropic-ratelimit-requests-limit", b"anthropic-ratelimit-requests-remaining",
+               b"anthropic-ratelimit-requests-reset"),
+              (b"anthropic-ratelimit-tokens-limit", b"anthropic-ratelimit-tokens-remaining",
+               b"anthropic-ratelimit-tokens-reset"))
 
 
 def rate_headers(decision: Decision, subjects: SubjectSet, fmt: WireFormat) -> list[tuple[bytes, bytes]]:
+    """Built for every answer: plain loops over the precomputed positions, bytes throughout."""
     values = decision.values
     anthropic = fmt is WireFormat.ANTHROPIC
     out: list[tuple[bytes, bytes]] = []
-    for used, at in ((REQ, subjects.rpm_at), (TOK, subjects.tpm_at)):
+    for names, used, at in zip(_ANTHROPIC if anthropic else _OPENAI, (REQ, TOK), (subjects.rpm_at, subjects.tpm_at)):
         if not at:
             continue
         off, limit = at[0]
@@ -63,11 +68,8 @@ def rate_headers(decision: Decision, subjects: SubjectSet, fmt: WireFormat) -> l
             if other_limit - values[other + used] < remaining:
                 off, limit, remaining = other, other_limit, other_limit - values[other + used]
         reset_ms = values[off + used + 1]               # REQ_RESET / TOK_RESET follow REQ / TOK
-        limit_name, remaining_name, reset_name = _NAMES[anthropic, used]
-        reset = instant(values[4], reset_ms) if anthropic else duration(reset_ms)
-        out.append((limit_name, b"%d" % limit))
-        out.append((remaining_name, b"%d" % (remaining if remaining > 0 else 0)))
-        out.append((reset_name, reset.encode()))
+        out += ((names[0], b"%d" % limit), (names[1], b"%d" % (remaining if remaining > 0 else 0)),
+                (names[2], instant(values[4], reset_ms).encode() if anthropic else duration_bytes(reset_ms)))
     return out
 
 

@@ -13,12 +13,13 @@ import logging
 from collections.abc import Callable
 
 from gateway.quota.limiter import LimiterUnavailable
-from gateway.quota.model import Decision, Estimate, Reservation, SubjectSet, SubjectState
+from gateway.quota.model import TOKENS, Decision, Estimate, Reservation, SubjectSet, SubjectState
 from gateway.quota.resp import RespClient, RespError, RespUnavailable, bulk, encode
 from gateway.quota.scripts import PEEK, RESERVE, SETTLE, sha1
 
 log = logging.getLogger("sluice.quota")
 _SETTLE_BATCH = 256                  # settlements per call at most
+_RESERVE_BATCH = 64                  # reserves per call at most
 
 
 def subject_keys(prefix: str, kind: str, ident: str, tenant: str) -> tuple[bytes, bytes]:
@@ -30,14 +31,16 @@ def subject_keys(prefix: str, kind: str, ident: str, tenant: str) -> tuple[bytes
 class _Heads:
     """A subject set's encoded command heads: EVALSHA <sha> <numkeys> <keys...>."""
 
-    __slots__ = ("keys", "reserve", "settle", "codes")
+    __slots__ = ("keys", "reserve", "reserve_args", "leased", "settle", "codes")
 
-    def __init__(self, prefix: str, subjects: SubjectSet, window_ms: int) -> None:
+    def __init__(self, prefix: str, subjects: SubjectSet, window_ms: int, lease_ms: int) -> None:
         keys: list[bytes] = []
         for s in subjects.subjects:
             keys += subject_keys(prefix, s.kind, s.ident, s.tenant)
         self.keys = keys
-        self.reserve = _head(b"EVALSHA", _SHA[RESERVE], keys, 1)
+        self.reserve = _head(b"EVALSHA", _SHA[RESERVE], keys, 2)
+        self.reserve_args = bulk(f"{window_ms},{lease_ms},{subjects.args}".encode())
+        self.leased = tuple(bool(s.spec.max_parallel or s.spec.budget_usd) for s in subjects.subjects)
         self.settle = _head(b"EVALSHA", _SHA[SETTLE], keys, 2)
         leased = (f"{s.spec.period_code},{1 if s.spec.max_parallel or s.spec.budget_usd else 0}"
                   for s in subjects.subjects)
@@ -53,6 +56,103 @@ def _head(verb: bytes, script: bytes, keys: list[bytes], nargs: int) -> bytes:
     return b"".join(parts)
 
 
+class _ReserveBatch:
+    """The reserves of one subject set that arrive in the same event-loop turn: one
+    EVALSHA carrying all of them, written with the turn's other commands. The script
+    decides each request in turn against the state the earlier ones left (as separate
+    calls would), atomically; requests join until the batch is written (`wire`).
+
+    The script answers the subjects' counters before the batch and each request's
+    outcome; each request's counters (its headers) are replayed here from its
+    estimate, the way the script counted them, so Redis formats no numbers per request.
+    """
+
+    __slots__ = ("limiter", "subjects", "heads", "items", "estimates", "futures", "argv")
+
+    def __init__(self, limiter: RedisLimiter, subjects: SubjectSet, heads: _Heads) -> None:
+        self.limiter = limiter
+        self.subjects = subjects
+        self.heads = heads
+        self.items: list[str] = []
+        self.estimates: list[Estimate] = []
+        self.futures: list[asyncio.Future] = []
+        self.argv = b""
+
+    def add(self, request_id: str, estimate: Estimate, future: asyncio.Future) -> None:
+        self.items.append(f"{request_id},{estimate.tokens},{estimate.nano_usd}")
+        self.estimates.append(estimate)
+        self.futures.append(future)
+
+    def close(self) -> None:
+        """No request joins it any more."""
+        open_batches = self.limiter._open
+        if open_batches.get(self.subjects) is self:
+            del open_batches[self.subjects]
+
+    def wire(self) -> bytes:
+        self.close()
+        self.argv = self.heads.reserve_args + bulk(";".join(self.items).encode())
+        return self.heads.reserve + self.argv
+
+    def on_reply(self, reply: object) -> None:
+        self.close()                 # written, or its connection failed before it was
+        limiter = self.limiter
+        if isinstance(reply, RespError) and reply.noscript:      # Redis restarted empty: EVAL loads it
+            command = _head(b"EVAL", RESERVE.encode(), self.heads.keys, 2) + self.argv
+            if limiter._client.send(command, self.on_reply):
+                return
+            reply = RespUnavailable("the connection to Redis closed")
+        limiter._answered()
+        futures = self.futures
+        if reply.__class__ is bytes:
+            answers = reply.split(b";")
+            if len(answers) == len(futures) + 1:
+                self._replay(answers)
+                return
+        if isinstance(reply, RespUnavailable):
+            error = LimiterUnavailable(str(reply))
+        else:
+            error = LimiterUnavailable(f"unexpected reply to the reserve script: {reply!r}"[:200])
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+
+    def _replay(self, answers: list[bytes]) -> None:
+        """Each request's Decision values (model.Decision) from the counters before the
+        batch: `now, reset_if_counted_now` then per subject `requests, reset, tokens,
+        in_flight, spent, reserved, period_end` (Decision's order, resets once); then per
+        request "1" (admitted) or "kind,subject,retry_ms"."""
+        head = list(map(int, answers[0].split(b",")))
+        now, reset_now = head[0], head[1]
+        nsub = len(self.subjects.subjects)
+        state = [head[2 + 7 * i:9 + 7 * i] for i in range(nsub)]
+        leased = self.heads.leased
+        for future, estimate, answer in zip(self.futures, self.estimates, answers[1:]):
+            if answer == b"1":
+                tokens, nano = estimate.tokens, estimate.nano_usd
+                for s, held in zip(state, leased):
+                    if not s[0]:
+                        s[1] = reset_now                 # its first request: the oldest now
+                    s[0] += 1
+                    s[2] += tokens
+                    if held:
+                        s[3] += 1
+                        s[5] += nano
+                values = [1, 0, 0, 0, now]
+                for n, reset, tk, inflight, spent, reserved, end in state:
+                    values += (n, reset, tk, reset, inflight, spent, reserved, end)
+            else:
+                kind, who, retry = map(int, answer.split(b","))
+                values = [0, kind, who, retry, now]
+                for i, (n, reset, tk, inflight, spent, reserved, end) in enumerate(state, 1):
+                    if not n:
+                        reset = 0
+                    values += (n, reset, tk, retry if kind == TOKENS and who == i else reset, inflight, spent,
+                               reserved, end)
+            if not future.done():
+                future.set_result(values)
+
+
 class RedisLimiter:
     shared = True
 
@@ -64,7 +164,9 @@ class RedisLimiter:
         self._prefix = prefix
         self._window_ms = round(window_s * 1000)
         self._lease_ms = round(lease_s * 1000)
-        self._common = f"{self._window_ms},{self._lease_ms},"
+        self._open: dict[SubjectSet, _ReserveBatch] = {}      # batches requests may still join
+        self._reserving = 0                                    # reserve calls written, not answered
+        self._parked: list[_ReserveBatch] = []                 # batches waiting for those answers
         self._settle_interval_s = settle_interval_s
         self._pending: dict[SubjectSet, list[str]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -96,19 +198,40 @@ class RedisLimiter:
     # -- the request path --------------------------------------------------------------
 
     async def reserve(self, subjects: SubjectSet, request_id: str, estimate: Estimate) -> Decision:
-        heads = subjects.cache
-        if heads is None:
-            heads = subjects.cache = _Heads(self._prefix, subjects, self._window_ms)
-        argv = f"{self._common}{request_id},{estimate.tokens},{estimate.nano_usd},{subjects.args}".encode()
-        try:
-            reply = await self._client.call(heads.reserve + bulk(argv))
-            if isinstance(reply, RespError) and reply.noscript:     # Redis restarted empty: EVAL loads it
-                reply = await self._client.call(_head(b"EVAL", RESERVE.encode(), heads.keys, 1) + bulk(argv))
-        except RespUnavailable as exc:
-            raise LimiterUnavailable(str(exc)) from None
-        if not isinstance(reply, bytes):
-            raise LimiterUnavailable(f"unexpected reply to the reserve script: {reply!r}"[:200])
-        return Decision(list(map(int, reply.split(b","))), len(subjects.subjects))
+        client = self._client
+        if not client.connected:
+            try:
+                await client.ensure_connected()
+            except RespUnavailable as exc:
+                raise LimiterUnavailable(str(exc)) from None
+        future = asyncio.get_running_loop().create_future()
+        batch = self._open.get(subjects)
+        if batch is None or len(batch.futures) >= _RESERVE_BATCH:
+            heads = subjects.cache
+            if heads is None:
+                heads = subjects.cache = _Heads(self._prefix, subjects, self._window_ms, self._lease_ms)
+            batch = self._open[subjects] = _ReserveBatch(self, subjects, heads)
+            batch.add(request_id, estimate, future)
+            if self._reserving:            # a reserve call is on its way: this one follows its answer
+                self._parked.append(batch)
+            else:
+                self._send(batch)
+        else:
+            batch.add(request_id, estimate, future)
+        return Decision(await future, len(subjects.subjects))
+
+    def _send(self, batch: _ReserveBatch) -> None:
+        self._reserving += 1
+        if not self._client.send(batch, batch.on_reply):
+            batch.on_reply(RespUnavailable("the connection to Redis closed"))
+
+    def _answered(self) -> None:
+        """A reserve call was answered (or failed): the batches that waited for it leave."""
+        self._reserving -= 1
+        if not self._reserving and self._parked:
+            parked, self._parked = self._parked, []
+            for batch in parked:
+                self._send(batch)
 
     def settle(self, reservation: Reservation, tokens: int, nano_usd: int) -> None:
         est = reservation.estimate
@@ -162,7 +285,7 @@ class RedisLimiter:
     async def peek(self, subjects: SubjectSet) -> tuple[int, list[SubjectState]]:
         heads = subjects.cache
         if heads is None:
-            heads = subjects.cache = _Heads(self._prefix, subjects, self._window_ms)
+            heads = subjects.cache = _Heads(self._prefix, subjects, self._window_ms, self._lease_ms)
         argv = bulk((f"{self._window_ms}," + ",".join(str(s.spec.period_code) for s in subjects.subjects)).encode())
         try:
             reply = await self._client.call(_head(b"EVALSHA", _SHA[PEEK], heads.keys, 1) + argv)

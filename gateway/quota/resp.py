@@ -27,7 +27,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("sluice.quota")
@@ -55,6 +55,13 @@ def encode(*parts: bytes) -> bytes:
 
 def bulk(part: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(part), part)
+
+
+class Batched(Protocol):
+    """A command that other callers may still join until it is written: `wire()` is
+    called when this event-loop turn's writes leave, and closes it."""
+
+    def wire(self) -> bytes: ...
 
 
 class _Incomplete(Exception):
@@ -107,7 +114,7 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def send(self, command: bytes, waiter: Any, now: float) -> None:
+    def send(self, command: bytes | Batched, waiter: Any, now: float) -> None:
         self._out.append(command)
         self.waiters.append((waiter, now))
         if not self._flush_scheduled:
@@ -118,7 +125,7 @@ class _Protocol(asyncio.Protocol):
         self._flush_scheduled = False
         if self._out and self.transport is not None and not self.closed:
             out, self._out = self._out, []
-            self.transport.write(b"".join(out))
+            self.transport.write(b"".join([c if c.__class__ is bytes else c.wire() for c in out]))
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -228,8 +235,9 @@ class RespClient:
         self._arm_watchdog()
         return await fut
 
-    def send(self, command: bytes, on_reply: Callable[[Any], None] | None = None) -> bool:
-        """Fire and forget (settlements): False when no connection is open right now."""
+    def send(self, command: bytes | Batched, on_reply: Callable[[Any], None] | None = None) -> bool:
+        """Send without waiting (settlements, batched reserves): False when no connection is
+        open right now. `on_reply` gets the reply, a RespError, or RespUnavailable."""
         proto = self._proto
         if proto is None or proto.closed:
             return False

@@ -140,23 +140,26 @@ end
 
 RESERVE = _COMMON + r"""
 -- KEYS: per subject (key first, then tenant): st (HASH), fl (ZSET)
--- ARGV[1]: "window_ms,lease_ms,request_id,est_tokens,est_nano" then per subject
---          ",rpm,tpm,max_parallel,budget_nano,period_code" (0: no limit of that kind)
+-- ARGV[1]: "window_ms,lease_ms" then per subject ",rpm,tpm,max_parallel,budget_nano,period_code"
+--          (0: no limit of that kind)
+-- ARGV[2]: the requests, in arrival order: "request_id,est_tokens,est_nano" joined by ";"
+-- Each request is decided in turn against the state its predecessors left, exactly as if
+-- each were its own call; the state is read once and written once per subject.
 local a = {}
 for v in string.gmatch(ARGV[1], '[^,]+') do a[#a + 1] = v end
-local window, lease, rid = tonumber(a[1]), tonumber(a[2]), a[3]
-local est_tok, est_nano = tonumber(a[4]), tonumber(a[5])
+local window, lease = tonumber(a[1]), tonumber(a[2])
 local bucket = math.max(1, math.floor(window / 60))
 local cur = math.floor(now / bucket)
 local lo = cur - 60
 local nsub = #KEYS / 2
-local kind, who, retry = 0, 0, 0
-local seen = {}
+local snow = int(now)
 local nb, tb = 'n' .. int(cur), 't' .. int(cur)
+local lease_end = int(now + lease)
 
+local seen = {}
 for i = 1, nsub do
   local st, fl = KEYS[2 * i - 1], KEYS[2 * i]
-  local o = 5 + (i - 1) * 5
+  local o = 2 + (i - 1) * 5
   local rpm, tpm, par, budget = tonumber(a[o + 1]), tonumber(a[o + 2]), tonumber(a[o + 3]), tonumber(a[o + 4])
   local pid, pend = period(tonumber(a[o + 5]))
   local leased = par > 0 or budget > 0
@@ -186,52 +189,70 @@ for i = 1, nsub do
     end
     if par > 0 then inflight = redis.call('ZCOUNT', fl, '(' .. int(now), '+inf') end   -- live leases
   end
-
-  local k, r = 0, 0
-  if budget > 0 and (spent + reserved >= budget or spent + reserved + est_nano > budget) then
-    k = 4
-    if pend > 0 then r = pend - now end
-  elseif rpm > 0 and n + 1 > rpm then
-    k, r = 1, (ob + 61) * bucket - now
-  elseif tpm > 0 and est_tok > tpm then
-    k = 5
-  elseif tpm > 0 and tk + est_tok > tpm then
-    k, r = 2, tokens_free_in(st, ob, cur, tk + est_tok - tpm, bucket, now)
-  elseif par > 0 and inflight + 1 > par then
-    k, r = 3, 1000
-  end
-  if k ~= 0 and kind == 0 then kind, who, retry = k, i, r end
-  seen[i] = {n, ob, tk, inflight, spent, reserved, pend, leased, num(f[8]), num(f[9])}
+  seen[i] = {st = st, fl = fl, rpm = rpm, tpm = tpm, par = par, budget = budget, pend = pend, spend = int(spent),
+             leased = leased, n = n, ob = ob, tk = tk, inflight = inflight, spent = spent, reserved = reserved,
+             nb = num(f[8]), tb = num(f[9]), admitted = 0, leases = {}}
 end
 
-if kind == 0 then
-  for i = 1, nsub do
-    local st, fl = KEYS[2 * i - 1], KEYS[2 * i]
-    local s = seen[i]
-    if s[1] == 0 then s[2] = cur end
-    s[1], s[3] = s[1] + 1, s[3] + est_tok
-    if s[8] then s[6] = s[6] + est_nano end     -- reservations are held by leases
-    redis.call('HSET', st, 'n', int(s[1]), 'tk', int(s[3]), 'rs', int(s[6]), 'ob', int(s[2]),
-               nb, int(s[9] + 1), tb, int(s[10] + est_tok))
-    if s[8] then
-      redis.call('ZADD', fl, int(now + lease), rid .. ':' .. int(est_nano))
-      s[4] = s[4] + 1
-    end
-  end
-end
-
-local out = {kind == 0 and '1' or '0', int(kind), int(who), int(retry), int(now)}
+local head = {snow, int((cur + 61) * bucket - now)}
 for i = 1, nsub do
   local s = seen[i]
-  local reset = 0
-  if s[1] > 0 then reset = (s[2] + 61) * bucket - now end
-  local tok_reset = reset
-  if kind == 2 and who == i then tok_reset = retry end
-  out[#out + 1] = table.concat({int(s[1]), int(reset), int(s[3]), int(tok_reset), int(s[4]), int(s[5]),
-                                int(s[6]), int(s[7])}, ',')
+  head[#head + 1] = table.concat({int(s.n), int((s.ob + 61) * bucket - now), int(s.tk), int(s.inflight), s.spend,
+                                  int(s.reserved), int(s.pend)}, ',')
 end
-return table.concat(out, ',')
+local out = {table.concat(head, ',')}
+for rid, et, en in string.gmatch(ARGV[2], '([^,;]+),(%d+),(%d+)') do
+  local est_tok, est_nano = tonumber(et), tonumber(en)
+  local kind, who, retry = 0, 0, 0
+  for i = 1, nsub do
+    local s = seen[i]
+    local k, r = 0, 0
+    if s.budget > 0 and (s.spent + s.reserved >= s.budget or s.spent + s.reserved + est_nano > s.budget) then
+      k = 4
+      if s.pend > 0 then r = s.pend - now end
+    elseif s.rpm > 0 and s.n + 1 > s.rpm then
+      k, r = 1, (s.ob + 61) * bucket - now
+    elseif s.tpm > 0 and est_tok > s.tpm then
+      k = 5
+    elseif s.tpm > 0 and s.tk + est_tok > s.tpm then
+      k, r = 2, tokens_free_in(s.st, s.ob, cur, s.tk + est_tok - s.tpm, bucket, now)
+    elseif s.par > 0 and s.inflight + 1 > s.par then
+      k, r = 3, 1000
+    end
+    if k ~= 0 then kind, who, retry = k, i, r; break end
+  end
+  if kind == 0 then
+    out[#out + 1] = '1'
+    for i = 1, nsub do
+      local s = seen[i]
+      if s.n == 0 then s.ob = cur end
+      s.n, s.tk = s.n + 1, s.tk + est_tok
+      s.nb, s.tb = s.nb + 1, s.tb + est_tok
+      s.admitted = s.admitted + 1
+      if s.leased then                      -- reservations are held by leases
+        s.reserved = s.reserved + est_nano
+        s.inflight = s.inflight + 1
+        local l = s.leases
+        l[#l + 1] = lease_end
+        l[#l + 1] = rid .. ':' .. en
+      end
+    end
+  else
+    out[#out + 1] = int(kind) .. ',' .. int(who) .. ',' .. int(retry)
+  end
+end
+
+for i = 1, nsub do
+  local s = seen[i]
+  if s.admitted > 0 then
+    redis.call('HSET', s.st, 'n', int(s.n), 'tk', int(s.tk), 'rs', int(s.reserved), 'ob', int(s.ob),
+               nb, int(s.nb), tb, int(s.tb))
+    if #s.leases > 0 then redis.call('ZADD', s.fl, unpack(s.leases)) end
+  end
+end
+return table.concat(out, ';')
 """
+
 
 SETTLE = _COMMON + r"""
 -- KEYS: as for RESERVE. ARGV[1]: settlements "request_id,at_ms,est_tokens,tokens,est_nano,nano"
@@ -253,11 +274,22 @@ for i = 1, #KEYS / 2 do
   local ob = tonumber(f[2]) or 0
   local spent, released, tokens = 0, 0, 0
   local fix = {}
-  for _, it in ipairs(items) do
-    local rid, at, et, tk, en, nano = it[1], it[2], it[3], it[4], it[5], it[6]
+  local held = {}                           -- held[j]: item j's lease was still there (released now)
+  if leased and #items > 0 then
+    local members = {}
+    for j, it in ipairs(items) do members[j] = it[1] .. ':' .. int(it[5]) end
+    local scores = redis.call('ZMSCORE', fl, unpack(members))
+    local gone = {}
+    for j = 1, #members do
+      if scores[j] then held[j] = true; gone[#gone + 1] = members[j] end
+    end
+    if #gone > 0 then redis.call('ZREM', fl, unpack(gone)) end
+  end
+  for j, it in ipairs(items) do
+    local at, et, tk, en, nano = it[2], it[3], it[4], it[5], it[6]
     if not leased then
       spent = spent + nano
-    elseif redis.call('ZREM', fl, rid .. ':' .. int(en)) == 1 then
+    elseif held[j] then
       released, spent = released + en, spent + nano
     elseif nano > en then
       -- the lease ran out first and its estimate was charged then: add only what exceeds it

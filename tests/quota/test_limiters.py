@@ -185,3 +185,56 @@ def test_month_ends_in_the_script_and_in_python(redis_server):
     for ts, pid, end_ms in asyncio.run(run()):
         want_pid, _, want_end = period_bounds("month", ts)
         assert (pid, end_ms) == (want_pid, int(want_end * 1000))
+
+
+async def test_concurrent_reserves_are_decided_one_after_another(make):
+    """Requests arriving together (one script call for Redis) get the answers they would
+    get one by one: the limit holds exactly and each sees the count its admission left."""
+    lim = await make()
+    key, tenant = QuotaSpec(rpm=5, tpm=1000), QuotaSpec(max_parallel=4, budget_usd=1.0, period="day")
+    ss = subjects(key, tenant)
+    est = Estimate(10, 20, 1000)
+    got = await asyncio.gather(*(lim.reserve(ss, f"c{i}", est) for i in range(9)))
+    admitted = [d for d in got if d.admitted]
+    assert len(admitted) == 4                                       # the tenant's max_parallel, first
+    assert sorted(d.states[0].requests for d in admitted) == [1, 2, 3, 4]
+    assert sorted(d.states[0].tokens for d in admitted) == [30, 60, 90, 120]
+    assert sorted(d.states[1].in_flight for d in admitted) == [1, 2, 3, 4]
+    assert sorted(d.states[1].reserved_nano for d in admitted) == [1000, 2000, 3000, 4000]
+    refused = [d for d in got if not d.admitted]
+    assert all(d.kind == CONCURRENCY and d.subject == 1 and d.states[1].in_flight == 4 for d in refused)
+    for d in admitted[:2]:                                          # two settle: one more passes, then rpm
+        lim.settle(Reservation(ss, f"c{got.index(d)}", d.now_ms, est), 30, 1000)
+    await asyncio.sleep(0.05)
+    more = await asyncio.gather(*(lim.reserve(ss, f"m{i}", est) for i in range(3)))
+    assert [d.admitted for d in more].count(True) == 1              # the key's 5th request; then rpm
+    refused = [d for d in more if not d.admitted]
+    assert {d.kind for d in refused} <= {REQUESTS, CONCURRENCY}
+    assert any(d.kind == REQUESTS and d.subject == 0 and d.states[0].requests == 5 for d in refused)
+
+
+async def test_reserves_of_one_turn_share_one_script_call(redis_server, prefix):
+    """Reserves that arrive in the same event-loop turn go in one EVALSHA; those arriving
+    while it is answered wait for it and leave together in the next."""
+    import redis as redis_py
+
+    lim = RedisLimiter(redis_server.url, "test", prefix=prefix, window_s=60, lease_s=900, timeout_s=0.5,
+                       retry_after_s=0.2, settle_interval_s=0.002)
+    await lim.start()
+    ss = subjects(QuotaSpec(rpm=100))
+    stats = redis_py.Redis.from_url(redis_server.url)
+    try:
+        stats.config_resetstat()
+        got = await asyncio.gather(*(lim.reserve(ss, f"a{i}", EST) for i in range(10)))
+        assert sorted(d.states[0].requests for d in got) == list(range(1, 11))
+        assert stats.info("commandstats")["cmdstat_evalsha"]["calls"] == 1
+        stats.config_resetstat()
+        first = asyncio.ensure_future(lim.reserve(ss, "b0", EST))
+        await asyncio.sleep(0)                                       # b0 is written (or on its way)
+        rest = [lim.reserve(ss, f"b{i}", EST) for i in range(1, 6)]
+        got = await asyncio.gather(first, *rest)
+        assert sorted(d.states[0].requests for d in got) == list(range(11, 17))
+        assert stats.info("commandstats")["cmdstat_evalsha"]["calls"] == 2
+    finally:
+        stats.close()
+        await lim.aclose()

@@ -62,7 +62,10 @@ def test_rpm_holds_exactly_across_replicas_and_the_headers_agree(fleet):
     print(f"\nFLEET rpm: replicas={REPLICAS} clients={CLIENTS} limit=30/min answers={len(out)} "
           f"admitted={len(admitted)} per replica={[sum(o.replica == r for o in admitted) for r in range(REPLICAS)]}")
     assert len(admitted) == 30                                  # all within one minute: exactly the limit
-    assert len({o.replica for o in admitted}) == REPLICAS
+    # the count is shared: admissions came through more than one replica, and every replica
+    # refused once the shared count was full (which replica wins the first slots is a race)
+    assert len({o.replica for o in admitted}) >= 2
+    assert len({o.replica for o in refused}) == REPLICAS
     # every admission took one slot of the shared count: remaining 29, 28, ..., 0, each once
     remaining = sorted(int(o.headers["x-ratelimit-remaining-requests"]) for o in admitted)
     assert remaining == list(range(30))
