@@ -4,6 +4,11 @@ Keys from config are hashed at start-up (SHA-256) and only the hashes are kept; 
 plaintext is never logged or stored. Callers present a key as `Authorization: Bearer`
 (OpenAI SDK) or `x-api-key` (Anthropic SDK). Virtual keys (created through the admin API)
 are looked up the same way, by hash, in Redis (`gateway.quota.directory`).
+
+The evaluator key (`monitoring.evaluator_key`) is the monitor's own: its requests (the
+self-consistency re-asks, the judge's calls) authenticate as `EVALUATOR`, and the pipeline
+neither caches them, nor counts them against any limit or budget, and marks their rows
+`traffic = 'evaluator'`. It is recognised even on an open gateway (no keys configured).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class Principal:
     quota_id: str = ""                     # the key's counters in the limiter ("" = anonymous)
     limits: QuotaSpec | None = None        # the key's own rate limits and budget
     expires_at: float | None = None        # epoch seconds (virtual keys)
+    evaluator: bool = False                # the monitor's evaluator key: no cache, no limits, not user traffic
 
     def check_model(self, model: str) -> None:
         if self.models is not None and model not in self.models:
@@ -37,6 +43,8 @@ class Principal:
 
 
 ANONYMOUS = Principal(OPEN_TENANT, "", None)
+EVALUATOR_TENANT = "sluice-evaluator"
+EVALUATOR = Principal(EVALUATOR_TENANT, "evaluator", None, evaluator=True)
 
 
 def hash_key(key: str) -> str:
@@ -64,9 +72,11 @@ class VirtualKeys(Protocol):
 
 
 class KeyStore:
-    def __init__(self, keys: list[KeyConfig] | None, virtual: VirtualKeys | None = None):
+    def __init__(self, keys: list[KeyConfig] | None, virtual: VirtualKeys | None = None,
+                 evaluator_key: str | None = None):
         self._configured = keys is not None
         self._virtual = virtual
+        self._evaluator_digest = hash_key(evaluator_key) if evaluator_key else None
         self.dynamic = virtual is not None        # some keys live in Redis: authenticate_async
         self._by_hash: dict[str, Principal] = {}
         for k in keys or []:
@@ -80,11 +90,26 @@ class KeyStore:
         """Keys are required once any exist: in config, or created through the admin API."""
         return self._configured or (self._virtual is not None and self._virtual.has_keys)
 
+    @property
+    def checks_keys(self) -> bool:
+        """Whether the pipeline must read the presented key: keys are required, or an
+        evaluator key may be presented to an open gateway."""
+        return self.enabled or self._evaluator_digest is not None
+
+    def _evaluator(self, headers: list[tuple[bytes, bytes]]) -> Principal | None:
+        if self._evaluator_digest is None:
+            return None
+        key = presented_key(headers)
+        return EVALUATOR if key is not None and hash_key(key) == self._evaluator_digest else None
+
     def configured(self) -> list[Principal]:
         return list(self._by_hash.values())
 
     async def authenticate_async(self, headers: list[tuple[bytes, bytes]]) -> Principal:
         """`authenticate`, then the virtual keys (a Redis read at most every key_cache_s)."""
+        evaluator = self._evaluator(headers)
+        if evaluator is not None:
+            return evaluator
         if not self.enabled:
             return ANONYMOUS
         key = presented_key(headers)
@@ -99,6 +124,9 @@ class KeyStore:
         return principal
 
     def authenticate(self, headers: list[tuple[bytes, bytes]]) -> Principal:
+        evaluator = self._evaluator(headers)
+        if evaluator is not None:
+            return evaluator
         if not self.enabled:
             return ANONYMOUS
         key = presented_key(headers)

@@ -144,6 +144,7 @@ class RequestObserver:
             ("error_type", lambda: ctx.error_type or ""), ("latency_ms", lambda: ctx.latency_ms()),
             ("stream", lambda: ctx.stream), ("user_agent", lambda: ctx.user_agent),
             ("limited", lambda: ctx.limited),
+            ("traffic", lambda: "evaluator" if ctx.principal.evaluator else "user"),
             ("prompt_fingerprint", lambda: prompt_fingerprint(ctx.body, ctx.api_format, ctx.operation)),
             ("response_format", lambda: response_format(ctx.body, ctx.api_format, ctx.operation)),
         )
@@ -189,4 +190,5 @@ class RequestObserver:
             limited=ctx.limited,
             prompt_fingerprint=prompt_fingerprint(body, ctx.api_format, ctx.operation),
             response_format=response_format(body, ctx.api_format, ctx.operation),
+            traffic="evaluator" if ctx.principal.evaluator else "user",
         )

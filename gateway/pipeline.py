@@ -55,7 +55,7 @@ async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive
     gw.begin(ctx, scope)
     try:
         # 1. who is calling
-        if gw.keys.enabled:
+        if gw.keys.checks_keys:
             t0 = time.perf_counter()
             keys = gw.keys
             ctx.principal = (await keys.authenticate_async(scope["headers"]) if keys.dynamic
@@ -74,7 +74,8 @@ async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive
         # 3. which model, and may they use it
         route = resolve_route(gw, ctx)
         # 3b. rate limits and budget of the key and its tenant: one atomic reserve (429 if over)
-        if gw.quota.active:
+        evaluator = ctx.principal.evaluator          # the monitor's own calls: no limits, no cache
+        if gw.quota.active and not evaluator:
             t0 = time.perf_counter()
             await gw.quota.admit(ctx, route, body)
             ctx.steps.append(("sluice.limits", t0, time.perf_counter(), None))
@@ -86,7 +87,9 @@ async def handle(gw: Gateway, endpoint: Endpoint, scope: Scope, receive: Receive
             ctx.body = body
         # 5. cache lookup, keyed by the request as the provider would see it
         store: CacheStore | None = None
-        if gw.cache is not None:
+        if gw.cache is not None and evaluator:
+            ctx.cache_status = "bypass"
+        elif gw.cache is not None:
             creq = caching.cache_request(ctx, scope, body, policy.version if policy else "")
             if creq is not None:
                 found = await caching.lookup(gw.cache, ctx, creq)

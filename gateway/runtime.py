@@ -33,7 +33,9 @@ class Gateway:
         self.limits = RequestLimits.from_config(cfg)
         self.telemetry = Telemetry.from_config(cfg.telemetry, self.data_dir)
         self.quota = QuotaService(cfg, self.telemetry, self.limits.model_output_tokens)   # rate limits, budgets
-        self.keys = KeyStore(cfg.keys, self.quota.keys)
+        evaluator_key = cfg.monitoring.evaluator_key
+        self.keys = KeyStore(cfg.keys, self.quota.keys,
+                             evaluator_key.get_secret_value() if evaluator_key is not None else None)
         self.router = Router(cfg, on_breaker_change=self._on_breaker_change)
         self.observer = RequestObserver(self.telemetry, self.router)
         self.cache = ResponseCache.from_config(cfg.cache, self.data_dir) if cfg.cache.enabled else None

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from monitoring.evaluators.config import EvaluatorsConfig
 
 Direction = Literal["up", "down", "both"]
 MetricKind = Literal["statistic", "change"]
@@ -134,6 +136,12 @@ class MonitoringConfig(_Strict):
         "response_model", "system_fingerprint", "prompt_fingerprint"]
 
     metrics: dict[str, MetricOverride] = {}
+
+    # Hallucination evaluators (monitoring/evaluators/config.py), run after each drift run.
+    evaluators: EvaluatorsConfig = EvaluatorsConfig()
+    # The monitor's own gateway key (usually `${ENV}`): its calls are never cached, never
+    # counted against limits or budgets, and stored as traffic = 'evaluator'. Never logged.
+    evaluator_key: SecretStr | None = None
 
     @field_validator("metrics")
     @classmethod

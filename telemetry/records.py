@@ -68,6 +68,9 @@ class RequestRecord:
     # as an event, not as drift (gateway/prompt_fingerprint.py).
     prompt_fingerprint: str = ""
     response_format: str = ""             # "" | json_object | json_schema (what the caller asked for)
+    # "user", or "evaluator": a call of the monitor's evaluators (made with
+    # monitoring.evaluator_key), which drift statistics and reports leave out.
+    traffic: str = "user"
     # What telemetry could not store as it was given, column -> the value it had (as text):
     # filled where a value does not fit its column (`request_codec`), or where the gateway
     # had to replace one. None: nothing odd (almost every request).

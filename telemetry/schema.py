@@ -27,6 +27,9 @@ Tables (all in one database, `sluice` by default):
   baselines (migration 9; columns and sort orders in `monitoring/tables.py`).
 - `llm_requests_1m`, `llm_guardrail_actions_1m` (+ their views): per-minute rollups the
   dashboards read instead of scanning every request row (migration 10, `dashboards/rollups.py`).
+- `evaluations`: one row per (request, evaluator) of the hallucination evaluators, and
+  `llm_requests.traffic` ('user' | 'evaluator': the monitor's own calls), migration 11
+  (`monitoring/evaluators/table.py`).
 - `admin_audit`: one row per admin API action, who / what / when (migration 7,
   `telemetry/audit.py`); no TTL.
 - `sluice_schema_migrations`: which migrations ran.
@@ -98,6 +101,7 @@ REQUEST_COLUMN_TYPES: dict[str, str] = {
     "limited": "LowCardinality(String)",
     "prompt_fingerprint": "LowCardinality(String)",
     "response_format": "LowCardinality(String)",
+    "traffic": "LowCardinality(String) DEFAULT 'user'",
     "anomalies": "Map(LowCardinality(String), String) CODEC(ZSTD(1))",
     "ingest_client": "LowCardinality(String)",
     "ingest_seq": "UInt64 CODEC(Delta, ZSTD(1))",
@@ -187,7 +191,7 @@ _V6_REQUEST_COLUMNS = ("anomalies", "ingest_client", "ingest_seq")
 def _v2_request_columns(db: str, ttl_days: int) -> list[str]:
     added = [c for c in REQUEST_COLUMN_TYPES
              if c not in _V1_REQUEST_COLUMNS and c not in _V6_REQUEST_COLUMNS and c not in _V7_REQUEST_COLUMNS
-             and c not in _V8_REQUEST_COLUMNS]
+             and c not in _V8_REQUEST_COLUMNS and c not in _V11_REQUEST_COLUMNS]
     adds = ",\n    ".join(
         f"ADD COLUMN IF NOT EXISTS `{c}` {REQUEST_COLUMN_TYPES[c]}" for c in added
     )
@@ -323,6 +327,20 @@ def _v10_rollups(db: str, ttl_days: int) -> list[str]:
     return rollup_tables_sql(db, ttl_days)
 
 
+# The column of v11.
+_V11_REQUEST_COLUMNS = ("traffic",)
+
+
+def _v11_evaluations(db: str, ttl_days: int) -> list[str]:
+    """The hallucination evaluators' `evaluations` table (issue 24; layout in
+    monitoring/evaluators/table.py) and `llm_requests.traffic`: 'user', or 'evaluator' for
+    the monitor's own re-asks and judge calls (made with `monitoring.evaluator_key`), which
+    drift statistics and reports leave out."""
+    from monitoring.evaluators.table import evaluations_table_sql
+    return [f"ALTER TABLE `{db}`.llm_requests ADD COLUMN IF NOT EXISTS `traffic` {REQUEST_COLUMN_TYPES['traffic']}",
+            *evaluations_table_sql(db, ttl_days)]
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -344,6 +362,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "llm_requests: prompt_fingerprint, response_format", _v8_prompt_fingerprint),
     Migration(9, "drift_metrics, model_events, drift_baselines (the drift monitor)", _v9_drift),
     Migration(10, "llm_requests_1m, llm_guardrail_actions_1m: per-minute rollups for dashboards", _v10_rollups),
+    Migration(11, "evaluations (hallucination evaluators); llm_requests.traffic", _v11_evaluations),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
