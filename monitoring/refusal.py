@@ -96,7 +96,10 @@ def normalise(text: str) -> str:
 
 
 def opening(text: str, max_chars: int = _OPENING_CHARS) -> str:
-    """The first two sentences (at most max_chars), with quoted speech and code fences removed."""
+    """The first two sentences (at most max_chars), with quoted speech and code fences removed.
+    Works on the head of the text only (4 x max_chars: room for a fence or a quote to drop),
+    so a long answer costs what a short one does."""
+    text = text[:max_chars * 4]
     text = re.sub(r"```.*?(```|$)", " ", text, flags=re.S)
     text = _QUOTED.sub(" ", unicodedata.normalize("NFKC", text))
     sentences = [s.strip(" \t*#>-") for s in _SENTENCE_END.split(text.strip()) if s.strip(" \t*#>-")]
