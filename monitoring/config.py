@@ -129,6 +129,13 @@ class MonitoringConfig(_Strict):
     text_sample: int = Field(200, ge=10)       # completions for refusals / languages
     # No stored prompt_embedding: embed a sample of prompt_text with the given embedder.
     embed_prompt_text: bool = True
+    # ... at most this many texts per run, the busiest segments first (the others' embedding
+    # metrics say the budget was used up): embedding is the costly part of a run.
+    embed_max_texts: int = Field(2000, ge=0)
+    # The refusal detector's embedding half (monitoring/refusal.py) on answers its patterns
+    # do not decide: more recall on unusual phrasings, but an embedding per sampled answer
+    # per run (text_sample x 2 x segments); off, the patterns alone decide.
+    refusal_similarity: bool = False
     seed: int = 0
 
     # Events: a new value of these columns in a segment is a model_events row at once.

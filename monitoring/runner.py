@@ -100,11 +100,13 @@ def run_once(client, database: str, cfg: MonitoringConfig, *, now: datetime | No
                 stats[segment] = {**again.get(segment, {}), 1: stats[segment][1]}
 
     # 3-4. samples, measurements, verdicts
-    detectors = _Detectors(is_refusal, detect_languages, embedder)
+    detectors = _Detectors(is_refusal, detect_languages, embedder if cfg.refusal_similarity else None)
+    budget = [cfg.embed_max_texts]          # texts the monitor may still embed in this run
     measured: dict[Segment, list[Measurement]] = {}
     for window, group in by_baseline.items():
         sides = {s: (stats[s][1], stats[s].get(0, SideStats())) for s in group}
-        samples = _Samples(client, database, seg_columns, cfg, current, window, query["operations"], embedder)
+        samples = _Samples(client, database, seg_columns, cfg, current, window, query["operations"], embedder,
+                           budget)
         samples.fetch(sides)
         for segment in group:
             cur, base = sides[segment]
@@ -213,7 +215,8 @@ class _Samples:
     """The bounded samples of one baseline group: fetched once, handed out per segment."""
 
     def __init__(self, client, database: str, columns: SegmentColumns, cfg: MonitoringConfig, current: Range,
-                 baseline: Range, operations: list[str], embedder) -> None:
+                 baseline: Range, operations: list[str], embedder, budget: list[int]) -> None:
+        self._budget = budget
         self._args = dict(current=current, baseline=baseline, operations=operations, seed=cfg.seed)
         self._client, self._database, self._columns, self._cfg = client, database, columns, cfg
         self._embedder = embedder if cfg.embed_prompt_text else None
@@ -221,6 +224,7 @@ class _Samples:
         self._texts: dict[SideKey, list[tuple[str, str]]] = {}
         self._vector_source: dict[Segment, str] = {}
         self._text_note: dict[Segment, str] = {}
+        self._embed_note: dict[Segment, str] = {}
 
     def fetch(self, sides: dict[Segment, tuple[SideStats, SideStats]]) -> None:
         cfg, rows = self._cfg, statistics.MIN_ROWS
@@ -235,10 +239,18 @@ class _Samples:
                                    n=n_texts, **self._args)
         for segment in stored:
             self._vector_source[segment] = ""
-        for segment in embed_text:
+        for segment in embed_text:             # busiest first: `sides` keeps the runner's order
+            sides_prompts = [[p for p, _ in self._texts.get((segment, side), [])[:n_vectors] if p]
+                             for side in (0, 1)]
+            needed = sum(len(p) for p in sides_prompts)
+            if needed > self._budget[0]:
+                self._vector_source[segment] = ""
+                self._embed_note[segment] = (f"not embedded: embed_max_texts ({self._cfg.embed_max_texts}) "
+                                             f"used up by busier segments")
+                continue
+            self._budget[0] -= needed
             self._vector_source[segment] = "prompt_text embedded by the monitor"
-            for side in (0, 1):
-                prompts = [p for p, _ in self._texts.get((segment, side), [])[:n_vectors] if p]
+            for side, prompts in enumerate(sides_prompts):
                 vectors = [v for v in self._embedder.embed_sync(prompts) if v is not None] if prompts else []
                 if vectors:
                     self._vectors[(segment, side)] = np.asarray(vectors, dtype=np.float32)
@@ -249,8 +261,8 @@ class _Samples:
                 self._text_note[segment] = "no answer text logged (telemetry.log_prompts)"
 
     def embedding_measures(self, segment: Segment) -> list[Measurement]:
-        if segment not in self._vector_source:
-            note = "no prompt embeddings stored and no embedder to compute them"
+        if segment not in self._vector_source or segment in self._embed_note:
+            note = self._embed_note.get(segment, "no prompt embeddings stored and no embedder to compute them")
             return from_embeddings(None, None, seed=0, max_samples=1, source="", note=note)
         return from_embeddings(self._vectors.get((segment, 1)), self._vectors.get((segment, 0)),
                                seed=self._cfg.seed, max_samples=max(self._cfg.embedding_sample, self._cfg.min_samples),
