@@ -1,10 +1,17 @@
 """The limiter every replica shares: state in Redis, one script call per decision.
 
-A request costs one EVALSHA on its path (reserve). Its settlement waits in a per-subject
-queue for `settle_interval_s` and leaves with every other settlement for the same
-subjects in one EVALSHA, written after the answer was sent; nothing waits for its reply.
-The command heads (script, key names) are encoded once per subject set and reused.
-"""
+A request costs one EVALSHA on its path (reserve), shared with the requests of the same
+key and tenant that reach this replica in the same event-loop turn: they join one
+command, written with the turn's other commands, and the script decides each in turn.
+While a reserve call is on its way, the next requests gather behind it and leave together
+when it is answered (one call in flight, as a database groups its commits): under load the
+batches grow, so Redis and the gateway pay per batch what they used to pay per request,
+and an idle gateway still sends a lone request at once.
+
+Settlements wait for `settle_interval_s`, summed per subject set by lease bucket and rate
+bucket, and leave in one EVALSHA per subject set, written after the answers were sent;
+nothing waits for their reply. The command heads (script, key names, fixed arguments) are
+encoded once per subject set and reused."""
 
 from __future__ import annotations
 
@@ -18,33 +25,31 @@ from gateway.quota.resp import RespClient, RespError, RespUnavailable, bulk, enc
 from gateway.quota.scripts import PEEK, RESERVE, SETTLE, sha1
 
 log = logging.getLogger("sluice.quota")
-_SETTLE_BATCH = 256                  # settlements per call at most
 _RESERVE_BATCH = 64                  # reserves per call at most
 
 
-def subject_keys(prefix: str, kind: str, ident: str, tenant: str) -> tuple[bytes, bytes]:
-    """The subject's two Redis keys (scripts.py draws them); `{tenant}` is the hash tag."""
-    base = f"{prefix}q:{{{tenant}}}:" + ("t:" if kind == "tenant" else f"k:{ident}:")
-    return (base + "st").encode(), (base + "fl").encode()
+def subject_key(prefix: str, kind: str, ident: str, tenant: str) -> bytes:
+    """The subject's Redis hash (scripts.py draws it); `{tenant}` is the hash tag."""
+    return (f"{prefix}q:{{{tenant}}}:" + ("t:" if kind == "tenant" else f"k:{ident}:") + "st").encode()
 
 
 class _Heads:
-    """A subject set's encoded command heads: EVALSHA <sha> <numkeys> <keys...>."""
+    """A subject set's encoded command parts: EVALSHA <sha> <numkeys> <keys...> and the
+    arguments that do not change from call to call."""
 
-    __slots__ = ("keys", "reserve", "reserve_args", "leased", "settle", "codes")
+    __slots__ = ("keys", "reserve", "reserve_args", "leased", "settle", "codes", "peek")
 
     def __init__(self, prefix: str, subjects: SubjectSet, window_ms: int, lease_ms: int) -> None:
-        keys: list[bytes] = []
-        for s in subjects.subjects:
-            keys += subject_keys(prefix, s.kind, s.ident, s.tenant)
-        self.keys = keys
-        self.reserve = _head(b"EVALSHA", _SHA[RESERVE], keys, 2)
-        self.reserve_args = bulk(f"{window_ms},{lease_ms},{subjects.args}".encode())
-        self.leased = tuple(bool(s.spec.max_parallel or s.spec.budget_usd) for s in subjects.subjects)
-        self.settle = _head(b"EVALSHA", _SHA[SETTLE], keys, 2)
-        leased = (f"{s.spec.period_code},{1 if s.spec.max_parallel or s.spec.budget_usd else 0}"
-                  for s in subjects.subjects)
-        self.codes = bulk(f"{window_ms},{','.join(leased)}".encode())
+        specs = [s.spec for s in subjects.subjects]
+        self.keys = [subject_key(prefix, s.kind, s.ident, s.tenant) for s in subjects.subjects]
+        self.reserve = _head(b"EVALSHA", _SHA[RESERVE], self.keys, 3 + 5 * len(specs))
+        self.reserve_args = b"".join(bulk(str(v).encode()) for v in [window_ms, lease_ms, *(
+            x for spec in specs for x in (spec.rpm, spec.tpm, spec.max_parallel, spec.budget_nano, spec.period_code))])
+        self.leased = tuple(bool(spec.max_parallel or spec.budget_usd) for spec in specs)
+        self.settle = _head(b"EVALSHA", _SHA[SETTLE], self.keys, 3)
+        self.codes = bulk(",".join(str(v) for v in [window_ms, lease_ms, *(
+            x for spec, held in zip(specs, self.leased) for x in (spec.period_code, int(held)))]).encode())
+        self.peek = bulk(",".join(str(v) for v in [window_ms, lease_ms, *(spec.period_code for spec in specs)]).encode())
 
 
 _SHA = {script: sha1(script).encode() for script in (RESERVE, SETTLE, PEEK)}
@@ -78,8 +83,8 @@ class _ReserveBatch:
         self.futures: list[asyncio.Future] = []
         self.argv = b""
 
-    def add(self, request_id: str, estimate: Estimate, future: asyncio.Future) -> None:
-        self.items.append(f"{request_id},{estimate.tokens},{estimate.nano_usd}")
+    def add(self, estimate: Estimate, future: asyncio.Future) -> None:
+        self.items.append(f"{estimate.tokens},{estimate.nano_usd}")
         self.estimates.append(estimate)
         self.futures.append(future)
 
@@ -98,7 +103,7 @@ class _ReserveBatch:
         self.close()                 # written, or its connection failed before it was
         limiter = self.limiter
         if isinstance(reply, RespError) and reply.noscript:      # Redis restarted empty: EVAL loads it
-            command = _head(b"EVAL", RESERVE.encode(), self.heads.keys, 2) + self.argv
+            command = _head(b"EVAL", RESERVE.encode(), self.heads.keys, 3 + 5 * len(self.heads.leased)) + self.argv
             if limiter._client.send(command, self.on_reply):
                 return
             reply = RespUnavailable("the connection to Redis closed")
@@ -153,6 +158,24 @@ class _ReserveBatch:
                 future.set_result(values)
 
 
+class _Settlements:
+    """A subject set's settlements of the last few ms, summed the way SETTLE reads them:
+    per lease bucket [count, reserved nano-USD, used nano-USD, used beyond the estimate],
+    per rate bucket the tokens to correct."""
+
+    __slots__ = ("groups", "fixes", "count")
+
+    def __init__(self) -> None:
+        self.groups: dict[int, list[int]] = {}
+        self.fixes: dict[int, int] = {}
+        self.count = 0
+
+    def args(self) -> bytes:
+        groups = ";".join(f"{e},{c},{reserved},{used},{excess}" for e, (c, reserved, used, excess) in self.groups.items())
+        fixes = ";".join(f"{b},{d}" for b, d in self.fixes.items())
+        return bulk(groups.encode()) + bulk(fixes.encode())
+
+
 class RedisLimiter:
     shared = True
 
@@ -164,11 +187,13 @@ class RedisLimiter:
         self._prefix = prefix
         self._window_ms = round(window_s * 1000)
         self._lease_ms = round(lease_s * 1000)
+        self._bucket = max(1, self._window_ms // 60)              # as the scripts compute them
+        self._lease_bucket = max(1, self._lease_ms // 60)
         self._open: dict[SubjectSet, _ReserveBatch] = {}      # batches requests may still join
         self._reserving = 0                                    # reserve calls written, not answered
         self._parked: list[_ReserveBatch] = []                 # batches waiting for those answers
         self._settle_interval_s = settle_interval_s
-        self._pending: dict[SubjectSet, list[str]] = {}
+        self._pending: dict[SubjectSet, _Settlements] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._on_settle_dropped = on_settle_dropped or (lambda n: None)
@@ -211,13 +236,13 @@ class RedisLimiter:
             if heads is None:
                 heads = subjects.cache = _Heads(self._prefix, subjects, self._window_ms, self._lease_ms)
             batch = self._open[subjects] = _ReserveBatch(self, subjects, heads)
-            batch.add(request_id, estimate, future)
+            batch.add(estimate, future)
             if self._reserving:            # a reserve call is on its way: this one follows its answer
                 self._parked.append(batch)
             else:
                 self._send(batch)
         else:
-            batch.add(request_id, estimate, future)
+            batch.add(estimate, future)
         return Decision(await future, len(subjects.subjects))
 
     def _send(self, batch: _ReserveBatch) -> None:
@@ -235,44 +260,55 @@ class RedisLimiter:
 
     def settle(self, reservation: Reservation, tokens: int, nano_usd: int) -> None:
         est = reservation.estimate
-        item = f"{reservation.request_id},{reservation.at_ms},{est.tokens},{tokens},{est.nano_usd},{nano_usd}"
-        queue = self._pending.get(reservation.subjects)
-        if queue is None:
-            self._pending[reservation.subjects] = [item]
+        at = reservation.at_ms
+        pending = self._pending.get(reservation.subjects)
+        if pending is None:
+            pending = self._pending[reservation.subjects] = _Settlements()
+        pending.count += 1
+        # by lease bucket (the script's `le` at admission): count, estimated and actual cost, excess
+        lease_bucket = (at + self._lease_ms) // self._lease_bucket + 1
+        reserved = est.nano_usd
+        excess = nano_usd - reserved if nano_usd > reserved else 0
+        group = pending.groups.get(lease_bucket)
+        if group is None:
+            pending.groups[lease_bucket] = [1, reserved, nano_usd, excess]
         else:
-            queue.append(item)
+            group[0] += 1
+            group[1] += reserved
+            group[2] += nano_usd
+            group[3] += excess
+        if tokens != est.tokens:                 # by rate bucket: the tokens the estimate was off
+            rate_bucket = at // self._bucket
+            pending.fixes[rate_bucket] = pending.fixes.get(rate_bucket, 0) + tokens - est.tokens
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(self._settle_interval_s, self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
         pending, self._pending = self._pending, {}
-        for subjects, items in pending.items():
+        for subjects, settlements in pending.items():
             heads: _Heads = subjects.cache
-            for i in range(0, len(items), _SETTLE_BATCH):
-                chunk = items[i:i + _SETTLE_BATCH]
-                argv = bulk(";".join(chunk).encode())
-                command = heads.settle + argv + heads.codes
-                if not self._client.send(command, self._settled(heads, argv, len(chunk))):
-                    self._later(self._send_when_connected(heads, argv, len(chunk)))
+            args = heads.codes + settlements.args()
+            if not self._client.send(heads.settle + args, self._settled(heads, args, settlements.count)):
+                self._later(self._send_when_connected(heads, args, settlements.count))
 
-    def _settled(self, heads: _Heads, argv: bytes, count: int):
+    def _settled(self, heads: _Heads, args: bytes, count: int):
         def on_reply(reply: object) -> None:
             if isinstance(reply, RespError) and reply.noscript:
-                command = _head(b"EVAL", SETTLE.encode(), heads.keys, 2) + argv + heads.codes
-                if self._client.send(command, self._settled(heads, argv, count)):
+                command = _head(b"EVAL", SETTLE.encode(), heads.keys, 3) + args
+                if self._client.send(command, self._settled(heads, args, count)):
                     return
             if isinstance(reply, Exception):
                 self._on_settle_dropped(count)
         return on_reply
 
-    async def _send_when_connected(self, heads: _Heads, argv: bytes, count: int) -> None:
+    async def _send_when_connected(self, heads: _Heads, args: bytes, count: int) -> None:
         try:
             await self._client.ensure_connected()
         except RespUnavailable:
             self._on_settle_dropped(count)       # Redis is down: its state is stale anyway
             return
-        if not self._client.send(heads.settle + argv + heads.codes, self._settled(heads, argv, count)):
+        if not self._client.send(heads.settle + args, self._settled(heads, args, count)):
             self._on_settle_dropped(count)
 
     def _later(self, coro) -> None:
@@ -286,11 +322,10 @@ class RedisLimiter:
         heads = subjects.cache
         if heads is None:
             heads = subjects.cache = _Heads(self._prefix, subjects, self._window_ms, self._lease_ms)
-        argv = bulk((f"{self._window_ms}," + ",".join(str(s.spec.period_code) for s in subjects.subjects)).encode())
         try:
-            reply = await self._client.call(_head(b"EVALSHA", _SHA[PEEK], heads.keys, 1) + argv)
+            reply = await self._client.call(_head(b"EVALSHA", _SHA[PEEK], heads.keys, 1) + heads.peek)
             if isinstance(reply, RespError) and reply.noscript:
-                reply = await self._client.call(_head(b"EVAL", PEEK.encode(), heads.keys, 1) + argv)
+                reply = await self._client.call(_head(b"EVAL", PEEK.encode(), heads.keys, 1) + heads.peek)
         except RespUnavailable as exc:
             raise LimiterUnavailable(str(exc)) from None
         if not isinstance(reply, bytes):

@@ -1,19 +1,18 @@
 """The Redis side of the limiter: three Lua scripts, each one atomic call.
 
-State per subject (a key or a tenant), two Redis keys sharing the tenant's hash tag so one
+State per subject (a key or a tenant): one Redis hash, under the tenant's hash tag so one
 script call touches a single cluster slot:
 
-    <prefix>q:{<tenant>}:k:<key id>:st   HASH  the counters (below)
-    <prefix>q:{<tenant>}:k:<key id>:fl   ZSET  leases: member "<request id>:<nano-USD reserved>",
-                                               score = lease end (ms)
-    (a tenant's keys are <prefix>q:{<tenant>}:t:st and :fl)
+    <prefix>q:{<tenant>}:k:<key id>:st   (a tenant's: <prefix>q:{<tenant>}:t:st)
 
-    st fields   n, tk    requests and tokens counted in the window
-                n<b>, t<b>  the same for bucket b (b = floor(ms / bucket_ms), bucket_ms = window / 60)
-                ob       the oldest bucket that may hold something
-                rs       nano-USD reserved by leases (requests in flight)
-                pp, sv   the budget period's id, nano-USD spent in it (settled)
-                lc       when to look for leases that ran out next (ms)
+    n, tk        requests and tokens counted in the window
+    n<b>, t<b>   the same for rate bucket b (b = floor(ms / bucket_ms), bucket_ms = window / 60)
+    ob           the oldest rate bucket that may hold something
+    if, rs       leases held (requests in flight) and the nano-USD they reserve
+    l<e>, m<e>   the same for the leases that run out at e * lease_bucket_ms
+                 (lease_bucket_ms = lease / 60)
+    lw, lh       the oldest lease bucket not yet charged, the newest one written
+    pp, sv       the budget period's id, nano-USD spent in it (settled)
 
 The rate window is sliding, in 60 buckets: a request is counted from its admission until
 the end of the bucket 60 after its own, so for at least one window length (at most one
@@ -21,18 +20,24 @@ bucket, 1 s of 60, more). Admission needs counted + 1 <= rpm (and counted tokens
 estimate <= tpm), so in ANY window-long interval the admitted requests stay within rpm:
 at the last admission in the interval every earlier one there was still counted.
 
-RESERVE checks every subject and, only if all admit, counts the request in each: it joins
-the current bucket, takes a lease (only for subjects with max_parallel or a budget) and
-reserves the estimated cost (spent + reserved + estimate <= budget). Time is Redis' own
-clock (TIME), the same for every replica. About five commands per subject.
+RESERVE takes the requests of one subject set that reached a replica together, in arrival
+order, and decides each in turn against the state the earlier ones left (as one call per
+request would): it checks every subject and, only if all admit, counts the request in
+each: it joins the current rate bucket, takes a lease (only for subjects with
+max_parallel or a budget) and reserves the estimated cost (spent + reserved + estimate <=
+budget). Time is Redis' own clock (TIME), the same for every replica. The state is read
+once and written once per subject and call (HMGET, HSET), whatever the number of requests.
 
-SETTLE replaces estimates by what the requests used: the lease is released, the actual
-cost joins the period's spend, the bucket's tokens are corrected (if still counted). One
-call carries every settlement a replica queued for the same subjects in a few ms.
+SETTLE replaces estimates by what the requests used: their leases are released, the
+actual cost joins the period's spend, the rate buckets' tokens are corrected (if still
+counted). A replica sends one call per subject set every few ms with its settlements
+summed by lease bucket and rate bucket, so its cost does not grow with the requests.
 
-A lease that ends unsettled (its replica died) is found by a later RESERVE (looked for
-once a second): its reservation is counted as spent, never forgotten, so a crash cannot
-lift a budget.
+A lease is counted in the bucket of when it runs out (lease_s after admission, at most
+one lease bucket, 1/60 of it, more). Leases that run out unsettled (their replica died)
+are found by a later RESERVE once their bucket has passed: their reservations are counted
+as spent, never forgotten, so a crash cannot lift a budget; a late settlement then adds
+only what the request used beyond its estimate.
 
 PEEK reads a subject the way RESERVE would see it, without changing anything (admin API).
 """
@@ -86,12 +91,22 @@ local function period(code)
   return '', 0
 end
 
--- the number after the last ':' of a lease ("<request id>:<nano-USD>")
-local function amount_of(member)
-  return tonumber(string.match(member, ':(%d+)$')) or 0
-end
-
 local function num(x) return tonumber(x or '0') or 0 end
+
+-- Leases in the lease buckets lw .. min(cl, lh) ran out unsettled: (their number, the
+-- nano-USD they reserved); `drop` removes them (the caller charges them).
+local function run_out(st, lw, lh, cl, drop)
+  if lw == nil or lw > cl then return 0, 0 end
+  local last = math.min(cl, lh or cl, lw + 255)
+  if last < lw then return 0, 0 end
+  local names = {}
+  for e = lw, last do names[#names + 1] = 'l' .. int(e); names[#names + 1] = 'm' .. int(e) end
+  local got = redis.call('HMGET', st, unpack(names))
+  local count, nano = 0, 0
+  for j = 1, #got, 2 do count, nano = count + num(got[j]), nano + num(got[j + 1]) end
+  if drop then redis.call('HDEL', st, unpack(names)) end
+  return count, nano
+end
 
 -- Drop the buckets that left the window [lo, ...] from the counters in `f` (n, tk, ob)
 -- and find the oldest bucket still holding something; writes st. Returns n, tk, ob.
@@ -139,69 +154,56 @@ end
 """
 
 RESERVE = _COMMON + r"""
--- KEYS: per subject (key first, then tenant): st (HASH), fl (ZSET)
--- ARGV[1]: "window_ms,lease_ms" then per subject ",rpm,tpm,max_parallel,budget_nano,period_code"
---          (0: no limit of that kind)
--- ARGV[2]: the requests, in arrival order: "request_id,est_tokens,est_nano" joined by ";"
--- Each request is decided in turn against the state its predecessors left, exactly as if
--- each were its own call; the state is read once and written once per subject.
-local a = {}
-for v in string.gmatch(ARGV[1], '[^,]+') do a[#a + 1] = v end
-local window, lease = tonumber(a[1]), tonumber(a[2])
+-- KEYS: per subject (key first, then tenant), its hash
+-- ARGV[1], ARGV[2]: window_ms, lease_ms; then per subject five: rpm, tpm, max_parallel,
+--   budget_nano, period_code (0: no limit of that kind)
+-- ARGV[#ARGV]: the requests in arrival order, "est_tokens,est_nano" joined by ";"
+-- Answers "now,reset_if_counted_now" then per subject ",requests,reset,tokens,in_flight,
+-- spent,reserved,period_end" as they were before the first request (one head), then per
+-- request ";1" (admitted) or ";kind,subject,retry_ms"; the caller replays the counters.
+local window, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local bucket = math.max(1, math.floor(window / 60))
+local lbucket = math.max(1, math.floor(lease / 60))
 local cur = math.floor(now / bucket)
 local lo = cur - 60
-local nsub = #KEYS / 2
-local snow = int(now)
+local cl = math.floor(now / lbucket)                -- lease buckets up to cl have run out
+local le = math.floor((now + lease) / lbucket) + 1  -- the leases taken now run out at le * lbucket
+local nsub = #KEYS
 local nb, tb = 'n' .. int(cur), 't' .. int(cur)
-local lease_end = int(now + lease)
+local lname, mname = 'l' .. int(le), 'm' .. int(le)
 
 local seen = {}
+local head = {int(now), int((cur + 61) * bucket - now)}
 for i = 1, nsub do
-  local st, fl = KEYS[2 * i - 1], KEYS[2 * i]
+  local st = KEYS[i]
   local o = 2 + (i - 1) * 5
-  local rpm, tpm, par, budget = tonumber(a[o + 1]), tonumber(a[o + 2]), tonumber(a[o + 3]), tonumber(a[o + 4])
-  local pid, pend = period(tonumber(a[o + 5]))
+  local rpm, tpm = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
+  local par, budget = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+  local pid, pend = period(tonumber(ARGV[o + 5]))
   local leased = par > 0 or budget > 0
-  local f = redis.call('HMGET', st, 'n', 'tk', 'ob', 'rs', 'pp', 'sv', 'lc', nb, tb)
-  local n, tk, reserved, spent = num(f[1]), num(f[2]), num(f[4]), num(f[6])
+  local f = redis.call('HMGET', st, 'n', 'tk', 'ob', 'rs', 'pp', 'sv', 'if', 'lw', 'lh', nb, tb, lname, mname)
+  local n, tk, reserved, spent, inflight = num(f[1]), num(f[2]), num(f[4]), num(f[6]), num(f[7])
   local ob = tonumber(f[3]) or cur
   n, tk, ob = trim(st, n, tk, ob, lo, cur)
   if f[5] ~= pid then                       -- a new budget period
     spent = 0
     redis.call('HSET', st, 'pp', pid, 'sv', '0')
   end
-  local inflight = 0
-  if leased then
-    if num(f[7]) <= now then                -- leases that ran out unsettled: their reservation is spent
-      local dead = redis.call('ZRANGEBYSCORE', fl, '-inf', int(now))
-      if #dead > 0 then
-        local charged = 0
-        for _, m in ipairs(dead) do charged = charged + amount_of(m) end
-        redis.call('ZREMRANGEBYSCORE', fl, '-inf', int(now))
-        if charged ~= 0 then
-          redis.call('HINCRBY', st, 'rs', int(-charged))
-          redis.call('HINCRBY', st, 'sv', int(charged))
-          reserved, spent = reserved - charged, spent + charged
-        end
-      end
-      redis.call('HSET', st, 'lc', int(now + 1000))
-    end
-    if par > 0 then inflight = redis.call('ZCOUNT', fl, '(' .. int(now), '+inf') end   -- live leases
+  local lw, lh = tonumber(f[8]), tonumber(f[9])
+  if leased and lw ~= nil and lw <= cl then  -- leases that ran out unsettled: their reservation is spent
+    local count, nano = run_out(st, lw, lh, cl, true)
+    inflight, reserved, spent, lw = inflight - count, reserved - nano, spent + nano, cl + 1
+    redis.call('HSET', st, 'if', int(inflight), 'rs', int(reserved), 'sv', int(spent), 'lw', int(lw))
   end
-  seen[i] = {st = st, fl = fl, rpm = rpm, tpm = tpm, par = par, budget = budget, pend = pend, spend = int(spent),
-             leased = leased, n = n, ob = ob, tk = tk, inflight = inflight, spent = spent, reserved = reserved,
-             nb = num(f[8]), tb = num(f[9]), admitted = 0, leases = {}}
+  seen[i] = {st = st, rpm = rpm, tpm = tpm, par = par, budget = budget, pend = pend, leased = leased,
+             n = n, ob = ob, tk = tk, inflight = inflight, spent = spent, reserved = reserved,
+             nb = num(f[10]), tb = num(f[11]), lc = num(f[12]), lm = num(f[13]), lw = lw, lh = lh, admitted = 0}
+  head[#head + 1] = table.concat({int(n), int((ob + 61) * bucket - now), int(tk), int(inflight), int(spent),
+                                  int(reserved), int(pend)}, ',')
 end
 
-local head = {snow, int((cur + 61) * bucket - now)}
-for i = 1, nsub do
-  local s = seen[i]
-  head[#head + 1] = table.concat({int(s.n), int((s.ob + 61) * bucket - now), int(s.tk), int(s.inflight), s.spend,
-                                  int(s.reserved), int(s.pend)}, ',')
-end
 local out = {table.concat(head, ',')}
-for rid, et, en in string.gmatch(ARGV[2], '([^,;]+),(%d+),(%d+)') do
+for et, en in string.gmatch(ARGV[#ARGV], '(%d+),(%d+)') do
   local est_tok, est_nano = tonumber(et), tonumber(en)
   local kind, who, retry = 0, 0, 0
   for i = 1, nsub do
@@ -226,15 +228,11 @@ for rid, et, en in string.gmatch(ARGV[2], '([^,;]+),(%d+),(%d+)') do
     for i = 1, nsub do
       local s = seen[i]
       if s.n == 0 then s.ob = cur end
-      s.n, s.tk = s.n + 1, s.tk + est_tok
-      s.nb, s.tb = s.nb + 1, s.tb + est_tok
+      s.n, s.tk, s.nb, s.tb = s.n + 1, s.tk + est_tok, s.nb + 1, s.tb + est_tok
       s.admitted = s.admitted + 1
       if s.leased then                      -- reservations are held by leases
-        s.reserved = s.reserved + est_nano
-        s.inflight = s.inflight + 1
-        local l = s.leases
-        l[#l + 1] = lease_end
-        l[#l + 1] = rid .. ':' .. en
+        s.inflight, s.reserved = s.inflight + 1, s.reserved + est_nano
+        s.lc, s.lm = s.lc + 1, s.lm + est_nano
       end
     end
   else
@@ -245,87 +243,91 @@ end
 for i = 1, nsub do
   local s = seen[i]
   if s.admitted > 0 then
-    redis.call('HSET', s.st, 'n', int(s.n), 'tk', int(s.tk), 'rs', int(s.reserved), 'ob', int(s.ob),
-               nb, int(s.nb), tb, int(s.tb))
-    if #s.leases > 0 then redis.call('ZADD', s.fl, unpack(s.leases)) end
+    if s.leased then
+      redis.call('HSET', s.st, 'n', int(s.n), 'tk', int(s.tk), 'ob', int(s.ob), nb, int(s.nb), tb, int(s.tb),
+                 'if', int(s.inflight), 'rs', int(s.reserved), lname, int(s.lc), mname, int(s.lm),
+                 'lw', int(s.lw or cl + 1), 'lh', int(math.max(s.lh or le, le)))
+    else
+      redis.call('HSET', s.st, 'n', int(s.n), 'tk', int(s.tk), 'ob', int(s.ob), nb, int(s.nb), tb, int(s.tb))
+    end
   end
 end
 return table.concat(out, ';')
 """
 
-
 SETTLE = _COMMON + r"""
--- KEYS: as for RESERVE. ARGV[1]: settlements "request_id,at_ms,est_tokens,tokens,est_nano,nano"
--- joined by ";". ARGV[2]: "window_ms" then per subject ",period_code,leased (0/1)".
-local a = {}
-for v in string.gmatch(ARGV[2], '[^,]+') do a[#a + 1] = tonumber(v) end
-local bucket = math.max(1, math.floor(a[1] / 60))
-local items = {}
-for item in string.gmatch(ARGV[1], '[^;]+') do
-  local rid, at, et, tk, en, nano = string.match(item, '^([^,]+),(%d+),(%d+),(%d+),(%d+),(%d+)$')
-  if rid then items[#items + 1] = {rid, tonumber(at), tonumber(et), tonumber(tk), tonumber(en), tonumber(nano)} end
-end
-for i = 1, #KEYS / 2 do
-  local st, fl = KEYS[2 * i - 1], KEYS[2 * i]
-  local pid = period(a[2 * i])
-  local leased = a[2 * i + 1] == 1
-  local f = redis.call('HMGET', st, 'pp', 'ob')
-  if f[1] ~= pid then redis.call('HSET', st, 'pp', pid, 'sv', '0') end
-  local ob = tonumber(f[2]) or 0
-  local spent, released, tokens = 0, 0, 0
-  local fix = {}
-  local held = {}                           -- held[j]: item j's lease was still there (released now)
-  if leased and #items > 0 then
-    local members = {}
-    for j, it in ipairs(items) do members[j] = it[1] .. ':' .. int(it[5]) end
-    local scores = redis.call('ZMSCORE', fl, unpack(members))
-    local gone = {}
-    for j = 1, #members do
-      if scores[j] then held[j] = true; gone[#gone + 1] = members[j] end
-    end
-    if #gone > 0 then redis.call('ZREM', fl, unpack(gone)) end
-  end
-  for j, it in ipairs(items) do
-    local at, et, tk, en, nano = it[2], it[3], it[4], it[5], it[6]
-    if not leased then
-      spent = spent + nano
-    elseif held[j] then
-      released, spent = released + en, spent + nano
-    elseif nano > en then
-      -- the lease ran out first and its estimate was charged then: add only what exceeds it
-      spent = spent + nano - en
-    end
-    local b = math.floor(at / bucket)
-    if tk ~= et and b >= ob then            -- still counted: its bucket takes the actual tokens
-      fix[b] = (fix[b] or 0) + tk - et
-      tokens = tokens + tk - et
-    end
-  end
-  for b, d in pairs(fix) do
-    if d ~= 0 then redis.call('HINCRBY', st, 't' .. int(b), int(d)) end
-  end
-  if released ~= 0 then redis.call('HINCRBY', st, 'rs', int(-released)) end
-  if spent ~= 0 then redis.call('HINCRBY', st, 'sv', int(spent)) end
-  if tokens ~= 0 then redis.call('HINCRBY', st, 'tk', int(tokens)) end
-end
-return #items
-"""
-
-PEEK = _COMMON + r"""
--- ARGV[1]: "window_ms" then per subject ",period_code". Same answer as RESERVE's per
--- subject part, read-only (leases that ran out count as spent, as RESERVE would).
+-- KEYS: as for RESERVE. ARGV[1]: "window_ms,lease_ms" then per subject ",period_code,leased (0/1)".
+-- ARGV[2]: the settlements summed by lease bucket: "bucket,count,est_nano,nano,excess"
+--   joined by ";" (excess: what requests used beyond their estimate, summed).
+-- ARGV[3]: token corrections summed by rate bucket: "bucket,delta" joined by ";".
 local a = {}
 for v in string.gmatch(ARGV[1], '[^,]+') do a[#a + 1] = tonumber(v) end
 local bucket = math.max(1, math.floor(a[1] / 60))
+local groups = {}
+for e, c, en, nano, excess in string.gmatch(ARGV[2], '(%d+),(%d+),(%d+),(%d+),(%d+)') do
+  groups[#groups + 1] = {tonumber(e), tonumber(c), tonumber(en), tonumber(nano), tonumber(excess)}
+end
+local fixes = {}
+for b, d in string.gmatch(ARGV[3], '(%d+),(-?%d+)') do fixes[#fixes + 1] = {tonumber(b), tonumber(d)} end
+for i = 1, #KEYS do
+  local st = KEYS[i]
+  local pid = period(a[1 + 2 * i])
+  local leased = a[2 + 2 * i] == 1
+  local f = redis.call('HMGET', st, 'pp', 'ob', 'lw')
+  if f[1] ~= pid then redis.call('HSET', st, 'pp', pid, 'sv', '0') end
+  local ob = tonumber(f[2]) or 0
+  local lw = tonumber(f[3])
+  local spent, released, settled, tokens = 0, 0, 0, 0
+  for _, g in ipairs(groups) do
+    local e, c, en, nano, excess = g[1], g[2], g[3], g[4], g[5]
+    if not leased then
+      spent = spent + nano
+    elseif lw ~= nil and e >= lw then       -- still held: release, and count what was used
+      local ln, mn = 'l' .. int(e), 'm' .. int(e)
+      local held = redis.call('HMGET', st, ln, mn)
+      local hc, hm = num(held[1]), num(held[2])
+      c, en = math.min(c, hc), math.min(en, hm)     -- (a Redis restarted empty holds none)
+      if hc - c <= 0 then redis.call('HDEL', st, ln, mn)
+      else redis.call('HSET', st, ln, int(hc - c), mn, int(hm - en)) end
+      released, settled, spent = released + en, settled + c, spent + nano
+    else
+      -- their leases ran out first and the estimates were charged then: add what exceeds them
+      spent = spent + excess
+    end
+  end
+  for _, fx in ipairs(fixes) do
+    local b, d = fx[1], fx[2]
+    if b >= ob and d ~= 0 then              -- still counted: its bucket takes the actual tokens
+      redis.call('HINCRBY', st, 't' .. int(b), int(d))
+      tokens = tokens + d
+    end
+  end
+  if released ~= 0 then redis.call('HINCRBY', st, 'rs', int(-released)) end
+  if settled ~= 0 then redis.call('HINCRBY', st, 'if', int(-settled)) end
+  if spent ~= 0 then redis.call('HINCRBY', st, 'sv', int(spent)) end
+  if tokens ~= 0 then redis.call('HINCRBY', st, 'tk', int(tokens)) end
+end
+return #groups
+"""
+
+PEEK = _COMMON + r"""
+-- ARGV[1]: "window_ms,lease_ms" then per subject ",period_code". Same answer as RESERVE's
+-- per subject part, read-only (leases that ran out count as spent, as RESERVE would).
+local a = {}
+for v in string.gmatch(ARGV[1], '[^,]+') do a[#a + 1] = tonumber(v) end
+local bucket = math.max(1, math.floor(a[1] / 60))
+local cl = math.floor(now / math.max(1, math.floor(a[2] / 60)))
 local cur = math.floor(now / bucket)
 local lo = cur - 60
 local out = {int(now)}
-for i = 1, #KEYS / 2 do
-  local st, fl = KEYS[2 * i - 1], KEYS[2 * i]
-  local pid, pend = period(a[1 + i])
-  local f = redis.call('HMGET', st, 'pp', 'sv', 'rs')
-  local spent, reserved = num(f[2]), num(f[3])
+for i = 1, #KEYS do
+  local st = KEYS[i]
+  local pid, pend = period(a[2 + i])
+  local f = redis.call('HMGET', st, 'pp', 'sv', 'rs', 'if', 'lw', 'lh')
+  local spent, reserved, inflight = num(f[2]), num(f[3]), num(f[4])
   if f[1] ~= pid then spent = 0 end
+  local count, nano = run_out(st, tonumber(f[5]), tonumber(f[6]), cl, false)
+  inflight, reserved, spent = inflight - count, reserved - nano, spent + nano
   local names = {}
   for b = lo, cur do names[#names + 1] = 'n' .. int(b); names[#names + 1] = 't' .. int(b) end
   local got = redis.call('HMGET', st, unpack(names))
@@ -335,12 +337,6 @@ for i = 1, #KEYS / 2 do
     n, tk = n + c, tk + num(got[j + 1])
     if c > 0 and oldest < 0 then oldest = lo + (j - 1) / 2 end
   end
-  local dead = redis.call('ZRANGEBYSCORE', fl, '-inf', int(now))
-  for _, m in ipairs(dead) do
-    local held = amount_of(m)
-    spent, reserved = spent + held, reserved - held
-  end
-  local inflight = redis.call('ZCARD', fl) - #dead
   local reset = 0
   if oldest >= 0 then reset = (oldest + 61) * bucket - now end
   out[#out + 1] = table.concat({int(n), int(reset), int(tk), int(reset), int(inflight), int(spent),
