@@ -11,6 +11,7 @@ import threading
 
 from gateway.admin_cli import add_keys_command
 from gateway.config import ConfigError, SluiceConfig, load_config
+from gateway.dashboards_cli import add_dashboards_command
 from gateway.defaults import config_from_env_keys, find_config_file, mock_config
 from gateway.mock.cli import add_mock_arguments
 from gateway.monitor_cli import add_monitor_command, add_report_drift_arguments, cmd_report_drift
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_monitor_command(sub)                                  # sluice monitor run | baseline set|clear
 
     add_keys_command(sub)                                     # sluice keys create|list|get|revoke|rotate
+    add_dashboards_command(sub)                               # sluice dashboards render
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config")
