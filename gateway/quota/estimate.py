@@ -149,7 +149,7 @@ class Estimator:
         self._unpriced_logged: set[str] = set()
 
     def estimate(self, ctx: RequestContext, route: ModelRoute, body: Mapping[str, Any]) -> Estimate:
-        op = ctx.operation.value
+        op = ctx.endpoint.operation              # a str enum: compares equal to its value
         prompt = prompt_tokens(body, op)
         out = output_tokens(body, op, self._default, self._caps.get(ctx.public_model))
         price = self._route_prices.get(route.name)

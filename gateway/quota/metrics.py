@@ -36,7 +36,10 @@ class _Families:
             "sluice_limit_decisions", "Requests checked against limits, by outcome (admitted, rate, budget, "
             "concurrency, fail_open, fail_closed) and the scope that decided (key, tenant; '-' for none).",
             labels=("decision", "scope"))
-        for (decision, scope), n in list(o.counts.items()):
+        counts = dict(o.counts)
+        if o.admitted:
+            counts[("admitted", "-")] = counts.get(("admitted", "-"), 0) + o.admitted
+        for (decision, scope), n in counts.items():
             decisions.add_metric((decision, scope), n)
         yield decisions
         families = {name: GaugeMetricFamily(name, text, labels=("scope", "subject", "period")) for name, text in (
@@ -69,6 +72,7 @@ class QuotaMetrics:
             "stays until its lease ends and then counts as spent.", registry=r)
         self.redis_up.set(1)
         self.counts: dict[tuple[str, str], int] = {}
+        self.admitted = 0                    # the common decision, a plain attribute: one add per request
         # (kind, ident, period) -> (subject, the latest Decision.values, its offset)
         self.budgets: dict[tuple[str, str, str], tuple[Subject, list[int], int]] = {}
         self._max_keys = max_keys

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 log = logging.getLogger("sluice.quota")
 
@@ -204,13 +204,17 @@ def _resolve(waiter: Any, value: Any) -> None:
 class RespClient:
     def __init__(self, url: str, *, timeout_s: float = 0.25, retry_after_s: float = 1.0) -> None:
         parts = urlsplit(url)
+        self._socket_path = parts.path if parts.scheme == "unix" else None   # unix:///run/redis.sock?db=0
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 6379
         self._ssl = ssl.create_default_context() if parts.scheme == "rediss" else None
         self._username = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None
-        path = parts.path.lstrip("/")
-        self._db = int(path) if path.isdigit() else 0
+        if self._socket_path is not None:
+            db = parse_qs(parts.query).get("db", ["0"])[0]
+        else:
+            db = parts.path.lstrip("/")
+        self._db = int(db) if db.isdigit() else 0
         self._timeout_s = timeout_s
         self._retry_after_s = retry_after_s
         self._proto: _Protocol | None = None
@@ -274,9 +278,11 @@ class RespClient:
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(self), self._host, self._port, ssl=self._ssl),
-                self._timeout_s * 4)
+            if self._socket_path is not None:       # a Redis on this machine: no TCP stack per call
+                connecting = loop.create_unix_connection(lambda: _Protocol(self), self._socket_path)
+            else:
+                connecting = loop.create_connection(lambda: _Protocol(self), self._host, self._port, ssl=self._ssl)
+            _, proto = await asyncio.wait_for(connecting, self._timeout_s * 4)
             hello = []
             if self._password is not None:
                 hello.append(encode(b"AUTH", self._username.encode(), self._password.encode())

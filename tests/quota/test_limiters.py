@@ -238,3 +238,34 @@ async def test_reserves_of_one_turn_share_one_script_call(redis_server, prefix):
     finally:
         stats.close()
         await lim.aclose()
+
+
+async def test_a_unix_socket_url_reaches_redis(tmp_path):
+    """`limits.redis_url: unix:///path/redis.sock?db=N`: a Redis next to the gateway."""
+    import subprocess
+
+    from tests.redis_server import _redis_server_binary
+
+    sock = tmp_path / "redis.sock"
+    server = subprocess.Popen([str(_redis_server_binary()), "--port", "0", "--unixsocket", str(sock),
+                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.02)
+        lim = RedisLimiter(f"unix://{sock}?db=2", "test", prefix="u:", window_s=60, lease_s=900, timeout_s=0.5,
+                           retry_after_s=0.2, settle_interval_s=0.002)
+        await lim.start()
+        ss = subjects(QuotaSpec(rpm=2))
+        got = [await lim.reserve(ss, f"u{i}", EST) for i in range(3)]
+        assert [d.admitted for d in got] == [True, True, False]
+        client = RespClient(f"unix://{sock}")
+        assert await client.call(encode(b"SELECT", b"2")) == b"OK"
+        assert await client.call(encode(b"EXISTS", b"u:q:{team}:k:k1:st")) == 1    # in db 2, as asked
+        await client.aclose()
+        await lim.aclose()
+    finally:
+        server.kill()
+        server.wait()
