@@ -35,6 +35,7 @@ class Rendered:
     path: Path
     rows: int
     error: str = ""
+    has_data: bool = False       # some value other than 0 / NULL (a stat over nothing is one row of 0)
 
 
 def context(database: str, since: timedelta, now: datetime | None = None,
@@ -52,14 +53,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
 
 
-def render(client: Any, database: str, out: Path, *, since: timedelta, now: datetime | None = None) -> list[Rendered]:
-    """Render every ClickHouse panel to `out/<dashboard>/<panel>.png` and write `out/index.html`.
-    Blocking (queries and drawing)."""
+def render(client: Any, database: str, out: Path, *, since: timedelta, now: datetime | None = None,
+           only: Sequence[str] = ()) -> list[Rendered]:
+    """Render every ClickHouse panel (of the dashboards named in `only`, default all) to
+    `out/<dashboard>/<panel>.png` and write `out/index.html`. Blocking (queries and drawing)."""
     import matplotlib
     matplotlib.use("Agg")
     ctx = context(database, since, now)
     done: list[Rendered] = []
     for name, spec in dashboards().items():
+        if only and name not in only:
+            continue
         panels = spec.clickhouse_panels()
         if not panels:
             continue
@@ -73,14 +77,15 @@ def render(client: Any, database: str, out: Path, *, since: timedelta, now: date
                 error = ""
             except Exception as exc:  # noqa: BLE001 - one broken panel must not stop the others
                 columns, rows, error = [], [], f"{type(exc).__name__}: {str(exc)[:300]}"
-            draw(panel, columns, rows, path, error=error, subtitle=f"{spec.title} · last {since}")
-            done.append(Rendered(name, panel.title, path, len(rows), error))
+            draw(panel, columns, rows, path, error=error, subtitle=f"{spec.title} · last {since}",
+                 time_range=(ctx.time_from, ctx.time_to))
+            done.append(Rendered(name, panel.title, path, len(rows), error, _has_data(rows)))
     write_index(out, done, since)
     return done
 
 
 def draw(panel: ClickHousePanel, columns: Sequence[str], rows: Sequence[Sequence[Any]], path: Path, *,
-         error: str = "", subtitle: str = "") -> None:
+         error: str = "", subtitle: str = "", time_range: tuple[datetime, datetime] | None = None) -> None:
     """One panel's PNG."""
     import matplotlib.pyplot as plt
     size = (max(panel.width, 6) * 0.5, max(panel.height, 4) * 0.45)
@@ -93,12 +98,18 @@ def draw(panel: ClickHousePanel, columns: Sequence[str], rows: Sequence[Sequence
             _message(ax, "No data")
         else:
             _DRAW[panel.kind](ax, list(columns), list(rows), panel)
+            if panel.kind == "timeseries" and time_range:
+                ax.set_xlim(*(t.replace(tzinfo=None) for t in time_range))     # the dashboard's range, in UTC
         if subtitle:
             fig.text(0.01, 0.01, subtitle, fontsize=6, color="#777777")
         fig.tight_layout()
         fig.savefig(path)
     finally:
         plt.close(fig)
+
+
+def _has_data(rows: Sequence[Sequence[Any]]) -> bool:
+    return any(_number(v) or isinstance(v, str) and v for row in rows for v in row)
 
 
 def _message(ax: Any, text: str, color: str = "#777777") -> None:

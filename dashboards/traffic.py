@@ -5,14 +5,20 @@ from __future__ import annotations
 
 from dashboards.board import DashboardSpec
 from dashboards.panels import ClickHousePanel as P
-from dashboards.sql import BUCKET, IN_RANGE, IN_RANGE_1M, REQUESTS, REQUESTS_1M, SERVER_ERROR, STEP, quantiles
+from dashboards.sql import BUCKET, IN_RANGE, IN_RANGE_1M, REQUESTS, REQUESTS_1M, SERVER_ERROR, SPANS, STEP, quantiles
+
+# Upstream attempt spans carry the deployment and the attempt's outcome ("ok", "http_500", "timeout", ...).
+DEPLOYMENT = "SpanAttributes['sluice.deployment']"
+OUTCOME = "SpanAttributes['sluice.attempt.outcome']"
+ATTEMPTS = (f"$__timeFilter(Timestamp) AND mapContains(SpanAttributes, 'sluice.attempt') "
+            f"AND $__conditionalAll({DEPLOYMENT} IN (${{deployment:singlequote}}), $deployment)")
 
 
 def _per_second(series: str) -> str:
-    return f"""SELECT {BUCKET} AS time, {series}, sum(requests) / {STEP} AS rps
+    return f"""SELECT {BUCKET} AS time, if({series} = '', '(none)', {series}) AS segment, sum(requests) / {STEP} AS rps
 FROM {REQUESTS_1M}
 WHERE {IN_RANGE_1M}
-GROUP BY time, {series}
+GROUP BY time, segment
 ORDER BY time"""
 
 
@@ -41,22 +47,23 @@ ROWS = [
     GROUP BY time, error_type)
 WHERE error_type != ''
 ORDER BY time""", unit="percentunit"),
-        P("Server error rate by deployment", "timeseries", f"""SELECT {BUCKET} AS time, deployment,
-    sumIf(requests, {SERVER_ERROR}) / greatest(sum(requests), 1) AS error_rate
-FROM {REQUESTS_1M}
-WHERE {IN_RANGE_1M}
+        P("Attempt failure rate by deployment", "timeseries", f"""SELECT $__timeInterval(Timestamp) AS time,
+    {DEPLOYMENT} AS deployment, countIf({OUTCOME} != 'ok') / count() AS failure_rate
+FROM {SPANS}
+WHERE {ATTEMPTS}
 GROUP BY time, deployment
-ORDER BY time""", unit="percentunit"),
-        P("Top failing deployments", "table", f"""SELECT deployment, public_model, sum(requests) AS n_requests,
-    sumIf(requests, {SERVER_ERROR}) AS server_errors,
-    round(server_errors / greatest(n_requests, 1), 4) AS error_rate,
-    argMax(error_type, requests) AS top_error_type,
-    sum(fallbacks) AS fallbacks
-FROM {REQUESTS_1M}
-WHERE {IN_RANGE_1M} AND deployment != ''
-GROUP BY deployment, public_model
-ORDER BY server_errors DESC, n_requests DESC
-LIMIT 20""", width=24),
+ORDER BY time""", unit="percentunit", description="Every upstream attempt (retries and fallbacks too), from "
+          "the attempt spans: a request that failed on every deployment has no deployment of its own."),
+        P("Top failing deployments", "table", f"""SELECT {DEPLOYMENT} AS deployment,
+    SpanAttributes['gen_ai.request.model'] AS upstream_model, count() AS attempts,
+    countIf({OUTCOME} != 'ok') AS failed, round(failed / attempts, 4) AS failure_rate,
+    arrayStringConcat(topKIf(3)({OUTCOME}, {OUTCOME} != 'ok'), ', ') AS top_outcomes,
+    round(quantile(0.95)(Duration) / 1e6) AS p95_ms
+FROM {SPANS}
+WHERE {ATTEMPTS}
+GROUP BY deployment, upstream_model
+ORDER BY failed DESC, attempts DESC
+LIMIT 20""", width=24, description="From the attempt spans (raw; the time filter prunes by day)."),
         P("Status codes", "piechart", f"""SELECT toString(status_code) AS status, sum(requests) AS n_requests
 FROM {REQUESTS_1M}
 WHERE {IN_RANGE_1M}

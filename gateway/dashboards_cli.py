@@ -34,7 +34,12 @@ def cmd_dashboards_render(args: argparse.Namespace) -> int:
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
     out = Path(args.out)
-    rendered = render(client, database, out, since=since)
+    from dashboards.catalog import dashboards
+    unknown = set(args.dashboard) - set(dashboards())
+    if unknown:
+        print(f"sluice: unknown dashboard(s) {sorted(unknown)}; known: {sorted(dashboards())}", file=sys.stderr)
+        return 2
+    rendered = render(client, database, out, since=since, only=args.dashboard)
     failed = [r for r in rendered if r.error]
     for r in failed:
         print(f"sluice: panel {r.dashboard} / {r.title!r} failed: {r.error}", file=sys.stderr)
@@ -49,4 +54,6 @@ def add_dashboards_command(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--out", required=True, help="directory for the PNGs and index.html")
     render.add_argument("--since", default="24h", help="time range ending now: 30m, 24h, 7d, ...")
     render.add_argument("--config", help="path to sluice.yaml (default: $SLUICE_CONFIG or ./sluice.yaml)")
+    render.add_argument("--dashboard", action="append", default=[],
+                        help="only this dashboard (repeatable): traffic, cost, cache, guardrails, quality, traces")
     render.set_defaults(func=cmd_dashboards_render)
