@@ -7,7 +7,7 @@ PORT   ?= 8080
 # torch first, pinned: the CPU build is what detoxify needs; an unpinned resolve pulls CUDA.
 TORCH  := torch==2.13.0
 
-.PHONY: run test bench soak fuzz clean image image-test image-tools
+.PHONY: run test bench soak fuzz clean image image-test image-tools prometheus-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ image-tools:
 	@command -v buildah >/dev/null && command -v podman >/dev/null && command -v mmdebstrap >/dev/null || \
 	  { apt-get update -q && apt-get install -y -q --no-install-recommends podman buildah mmdebstrap uidmap; }
 
+# Prometheus and promtool for tests/dashboards (alert rules, PromQL on real scrapes), when missing.
+prometheus-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+	  { apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }
+
 # The image (Dockerfile): `make image IMAGE=registry/sluice:tag EXTRAS=all`; IMAGE_ARGS passes
 # more (--build-arg BAKE_EMBEDDINGS=true, --build-arg SPACY_MODEL=...).
 IMAGE        ?= sluice:latest
@@ -68,7 +73,7 @@ image-test: $(VENV)/.test-deps image-tools
 run: $(VENV)/.run-deps
 	$(BIN)/sluice serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.test-deps $(NODE_DEPS) $(INSTRUCTOR_DEPS) $(HELM) image-tools
+test: $(VENV)/.test-deps $(NODE_DEPS) $(INSTRUCTOR_DEPS) $(HELM) image-tools prometheus-tools
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.test-deps
