@@ -69,7 +69,7 @@ def side_expression() -> str:
 def window_filter() -> str:
     return ("((timestamp >= {bs:DateTime64(3, 'UTC')} AND timestamp < {be:DateTime64(3, 'UTC')}) "
             "OR (timestamp >= {cs:DateTime64(3, 'UTC')} AND timestamp < {ce:DateTime64(3, 'UTC')})) "
-            "AND operation IN {ops:Array(String)}")
+            "AND operation IN {ops:Array(String)} AND traffic = 'user'")   # not the evaluators' own calls
 
 
 def naive_utc(value: datetime) -> datetime:

@@ -83,7 +83,7 @@ def _seen_values(client, database: str, kinds: list[str], *, scan: Range,
             f"toString({kind}) AS value, min(timestamp) AS first_seen, count() AS requests "
             f"FROM `{database}`.llm_requests "
             f"WHERE timestamp >= {{cs:DateTime64(3, 'UTC')}} AND timestamp < {{ce:DateTime64(3, 'UTC')}} "
-            f"AND operation IN {{ops:Array(String)}} AND {kind} != '' "
+            f"AND operation IN {{ops:Array(String)}} AND {kind} != '' AND traffic = 'user' "
             f"GROUP BY model, dep, ten, value")
     result = client.query(" UNION ALL ".join(selects), parameters={
         "cs": naive_utc(scan.start), "ce": naive_utc(scan.end), "ops": list(operations)})

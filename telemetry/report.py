@@ -9,6 +9,8 @@ plus a totals row, rendered as a plain-text table. Definitions:
   (hit, semantic-hit, miss); bypass/off/error are not lookups;
 - fallback rate: requests answered by a fallback deployment, over all requests;
 - limited: requests the gateway's rate limits or budgets refused (429), over all requests.
+User traffic only: the monitor's own calls (`traffic = 'evaluator'`: self-consistency
+re-asks, judge calls) are not in any row; their cost is `evaluations.cost_usd`.
 `--by key` groups by the key's non-secret id; run through the gateway (`/sluice/report`),
 `--by key` and `--by tenant` also list each budget's spend and what is left of it now.
 """
@@ -67,7 +69,7 @@ SELECT
     countIf(fallback) / count() AS fallback_rate,
     countIf(limited != '') / count() AS limited_rate
 FROM `{db}`.llm_requests
-WHERE timestamp >= now64(3) - toIntervalSecond({seconds})
+WHERE timestamp >= now64(3) - toIntervalSecond({seconds}) AND traffic = 'user'
 """
 
 

@@ -73,6 +73,7 @@ class GroundingConfig(_Evaluator):
     model: str | None = None                  # nli: path or hub id
     runtime: Literal["transformers", "onnxruntime"] = "transformers"
     entailment_label: str | None = None       # nli: the label meaning "supported" (default: from the config)
+    trust_remote_code: bool = False           # nli: models with their own code (HHEM-2.1-Open)
     threshold: float = Field(0.5, ge=0, le=1)  # a sentence scoring below it is unsupported
     context: ContextRule = ContextRule()
 
@@ -98,7 +99,16 @@ class ConsistencyConfig(_ModelCalling):
     temperature: float = Field(1.0, ge=0, le=2)
     backend: Literal["embedding", "nli"] = "embedding"
     model: str | None = None                  # nli: path or hub id
+    runtime: Literal["transformers", "onnxruntime"] = "transformers"
+    entailment_label: str | None = None
+    trust_remote_code: bool = False
     threshold: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _nli_model(self) -> ConsistencyConfig:
+        if self.enabled and self.backend == "nli" and not self.model:
+            raise ValueError("backend nli needs `model` (a local path or a hub id)")
+        return self
 
 
 class JudgeConfig(_ModelCalling):
