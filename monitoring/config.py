@@ -82,12 +82,13 @@ DEFAULT_METRICS: dict[str, MetricSettings] = {
     "prompt_tokens_psi": _statistic("psi_baseline_deciles", 0.2),
     "completion_tokens_psi": _statistic("psi_baseline_deciles", 0.2),
     "refusal_rate": _change("rate_change", 1.0, 0.05),
-    # Jensen-Shannon distance (base 2, 0..1) of the finish-reason / language mixes.
-    "finish_reason_js": _statistic("jensen_shannon", 0.1),
+    # Jensen-Shannon distance (base 2, 0..1) of the finish-reason / language mixes: rare
+    # categories swing a lot at 100 a side (q95 0.15 with no shift), hence 0.2.
+    "finish_reason_js": _statistic("jensen_shannon", 0.2),
     "empty_answer_rate": _change("rate_change", 1.0, 0.05),
     "json_valid_rate": _change("rate_change", 0.05, 0.05, "down"),
-    "language_js": _statistic("jensen_shannon", 0.1),
-    "prompt_language_js": _statistic("jensen_shannon", 0.1),
+    "language_js": _statistic("jensen_shannon", 0.2),
+    "prompt_language_js": _statistic("jensen_shannon", 0.2),
     "error_rate": _change("rate_change", 1.0, 0.02),
     "latency_p50_ms": _change("quantile_change", 0.5, 50.0),
     "latency_p95_ms": _change("quantile_change", 0.5, 100.0),

@@ -66,7 +66,7 @@ def _psi(metric: str, cur: dict[int, int], base: dict[int, int]) -> Measurement:
     value = statistics.psi(current, baseline) if len(current) and len(baseline) else math.nan
     if not math.isfinite(value):
         return Measurement(metric, None, None, len(current), len(baseline), "too few token counts")
-    bins = len(statistics.psi_bin_edges(baseline)) + 1        # inner bins + one below + one above
+    bins = len(statistics.psi_bin_edges(baseline)) + 1        # (-inf, c_1), ..., [c_last, inf)
     scale = 1.0 / len(current) + 1.0 / len(baseline)
     mean, spread = (bins - 1) * scale, math.sqrt(2.0 * (bins - 1)) * scale
     return Measurement(metric, value, None, len(current), len(baseline), z=(value - mean) / spread)

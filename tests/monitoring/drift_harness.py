@@ -21,9 +21,10 @@ templates, latencies are a provider's (80-230 ms), and the stable stream has a 5
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -36,7 +37,8 @@ SHIFT_ROUND = 3              # rounds 0-2 baseline, 3-5 shifted
 SCENARIO_ROUNDS = 6
 STABLE_ROUNDS = 22           # runs on rounds 2-21: 20 windows
 STABLE_PER_ROUND = 40        # the busiest segment: the runner's embedding budget goes to it first
-CONCURRENCY = 64
+CONCURRENCY = 48
+WARMUP_PER_MODEL = 4
 GATEWAY_KEY = "sluice-drift-test-secret"
 
 ANSWERS = [
@@ -164,13 +166,15 @@ class Round:
 class Traffic:
     rounds: list[Round] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    warmup: int = 0                   # requests before round 0 (outside every window)
+    probe: StallProbe | None = None
 
     @property
     def sent(self) -> int:
         return sum(r.sent for r in self.rounds)
 
 
-def _request(s: Scenario, round_index: int, rng: random.Random, serial: int) -> dict:
+def _request(s: Scenario, round_index: int, rng: random.Random) -> dict:
     after = round_index >= SHIFT_ROUND
     template = rng.choice(s.topics[1] if after else s.topics[0])
     # A random tag keeps prompts unique (no cache hits) without drifting over time, as a
@@ -188,34 +192,78 @@ def _request(s: Scenario, round_index: int, rng: random.Random, serial: int) -> 
     return body
 
 
+class StallProbe:
+    """A thread that sleeps 20 ms at a time and notes how late it wakes: the test machine's
+    own stalls (a 2-core box shared with other test runs; the GIL of this process, which
+    also runs the gateway). A round whose requests waited on a stall of seconds has slow
+    answers that no provider caused; the stable-stream test reports those windows."""
+
+    def __init__(self) -> None:
+        self.lateness: list[tuple[float, float]] = []       # (wall time, seconds late)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stall-probe", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            time.sleep(0.02)
+            self.lateness.append((time.time(), time.perf_counter() - t0 - 0.02))
+
+    def __enter__(self) -> StallProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def worst(self, start: datetime, end: datetime) -> float:
+        a, b = start.timestamp(), end.timestamp()
+        return max((late for t, late in self.lateness if a <= t <= b), default=0.0)
+
+
+async def _send_all(client: httpx.AsyncClient, bodies: list[dict], failures: list[str]) -> None:
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def send(body: dict) -> None:
+        async with gate:
+            resp = await client.post("/v1/chat/completions", json=body)
+            if resp.status_code != 200:
+                failures.append(f"{body['model']}: {resp.status_code} {resp.text[:200]}")
+
+    await asyncio.gather(*(send(b) for b in bodies))
+
+
 def send_rounds(gw: RunningGateway, mock_url: str, seed: int = 7) -> Traffic:
-    """Every round, in order; returns their time ranges."""
+    """Every round, in order; returns their time ranges. One asyncio client (not a thread
+    per connection: this process also runs the gateway, and client threads would take its GIL)."""
     traffic = Traffic()
     rng = random.Random(seed)
-    serial = 0
     headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with httpx.Client(base_url=gw.url, headers=headers, timeout=30,
-                      limits=httpx.Limits(max_connections=CONCURRENCY)) as client, \
-            ThreadPoolExecutor(CONCURRENCY) as pool:
-        def send(body: dict) -> None:
-            resp = client.post("/v1/chat/completions", json=body)
-            if resp.status_code != 200:
-                traffic.failures.append(f"{body['model']}: {resp.status_code} {resp.text[:200]}")
-            else:
-                resp.read()
-        for index in range(max(s.rounds for s in SCENARIOS)):
-            set_script(mock_url, index)
-            bodies = []
-            for s in SCENARIOS:
-                if index < s.rounds:
-                    for _ in range(s.per_round):
-                        serial += 1
-                        bodies.append(_request(s, index, rng, serial))
-            rng.shuffle(bodies)
-            start = datetime.now(timezone.utc)
-            list(pool.map(send, bodies))
-            traffic.rounds.append(Round(index, start, datetime.now(timezone.utc), len(bodies)))
-            time.sleep(0.01)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=30,
+                                     limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+            # Warm-up, before round 0 and so outside every window: a cold gateway's first
+            # requests (connections, lazy imports) are seconds slower and would make round
+            # 0's latencies a baseline nothing else matches.
+            set_script(mock_url, 0)
+            warmup = [_request(s, 0, rng) for s in SCENARIOS for _ in range(WARMUP_PER_MODEL)]
+            await _send_all(client, warmup, traffic.failures)
+            traffic.warmup = len(warmup)
+            for index in range(max(s.rounds for s in SCENARIOS)):
+                set_script(mock_url, index)
+                bodies = [_request(s, index, rng) for s in SCENARIOS if index < s.rounds
+                          for _ in range(s.per_round)]
+                rng.shuffle(bodies)
+                start = datetime.now(timezone.utc)
+                await _send_all(client, bodies, traffic.failures)
+                traffic.rounds.append(Round(index, start, datetime.now(timezone.utc), len(bodies)))
+                await asyncio.sleep(0.01)
+
+    with StallProbe() as probe:
+        asyncio.run(main())
+    traffic.probe = probe
     return traffic
 
 
