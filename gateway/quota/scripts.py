@@ -183,23 +183,30 @@ for i = 1, nsub do
   local leased = par > 0 or budget > 0
   local f = redis.call('HMGET', st, 'n', 'tk', 'ob', 'rs', 'pp', 'sv', 'if', 'lw', 'lh', nb, tb, lname, mname)
   local n, tk, reserved, spent, inflight = num(f[1]), num(f[2]), num(f[4]), num(f[6]), num(f[7])
+  -- the numbers as Redis holds them, reused in the answer while they do not change
+  -- (formatting a number costs the script more than a command)
+  local sn, stk, srs, ssv, sif = f[1] or '0', f[2] or '0', f[4] or '0', f[6] or '0', f[7] or '0'
   local ob = tonumber(f[3]) or cur
-  n, tk, ob = trim(st, n, tk, ob, lo, cur)
+  if ob < lo then
+    n, tk, ob = trim(st, n, tk, ob, lo, cur)
+    sn, stk = int(n), int(tk)
+  end
   if f[5] ~= pid then                       -- a new budget period
-    spent = 0
+    spent, ssv = 0, '0'
     redis.call('HSET', st, 'pp', pid, 'sv', '0')
   end
   local lw, lh = tonumber(f[8]), tonumber(f[9])
   if leased and lw ~= nil and lw <= cl then  -- leases that ran out unsettled: their reservation is spent
     local count, nano = run_out(st, lw, lh, cl, true)
     inflight, reserved, spent, lw = inflight - count, reserved - nano, spent + nano, cl + 1
-    redis.call('HSET', st, 'if', int(inflight), 'rs', int(reserved), 'sv', int(spent), 'lw', int(lw))
+    sif, srs, ssv = int(inflight), int(reserved), int(spent)
+    redis.call('HSET', st, 'if', sif, 'rs', srs, 'sv', ssv, 'lw', int(lw))
   end
   seen[i] = {st = st, rpm = rpm, tpm = tpm, par = par, budget = budget, pend = pend, leased = leased,
              n = n, ob = ob, tk = tk, inflight = inflight, spent = spent, reserved = reserved,
-             nb = num(f[10]), tb = num(f[11]), lc = num(f[12]), lm = num(f[13]), lw = lw, lh = lh, admitted = 0}
-  head[#head + 1] = table.concat({int(n), int((ob + 61) * bucket - now), int(tk), int(inflight), int(spent),
-                                  int(reserved), int(pend)}, ',')
+             nb = num(f[10]), tb = num(f[11]), lc = num(f[12]), lm = num(f[13]), lw = lw, lh = lh, admitted = 0,
+             moved = not f[3]}                      -- moved: ob to be written (a nil field is false)
+  head[#head + 1] = table.concat({sn, int((ob + 61) * bucket - now), stk, sif, ssv, srs, int(pend)}, ',')
 end
 
 local out = {table.concat(head, ',')}
@@ -227,7 +234,7 @@ for et, en in string.gmatch(ARGV[#ARGV], '(%d+),(%d+)') do
     out[#out + 1] = '1'
     for i = 1, nsub do
       local s = seen[i]
-      if s.n == 0 then s.ob = cur end
+      if s.n == 0 and s.ob ~= cur then s.ob, s.moved = cur, true end
       s.n, s.tk, s.nb, s.tb = s.n + 1, s.tk + est_tok, s.nb + 1, s.tb + est_tok
       s.admitted = s.admitted + 1
       if s.leased then                      -- reservations are held by leases
@@ -243,13 +250,15 @@ end
 for i = 1, nsub do
   local s = seen[i]
   if s.admitted > 0 then
+    local w = {'n', int(s.n), 'tk', int(s.tk), nb, int(s.nb), tb, int(s.tb)}
+    if s.moved then w[#w + 1] = 'ob'; w[#w + 1] = int(s.ob) end
     if s.leased then
-      redis.call('HSET', s.st, 'n', int(s.n), 'tk', int(s.tk), 'ob', int(s.ob), nb, int(s.nb), tb, int(s.tb),
-                 'if', int(s.inflight), 'rs', int(s.reserved), lname, int(s.lc), mname, int(s.lm),
-                 'lw', int(s.lw or cl + 1), 'lh', int(math.max(s.lh or le, le)))
-    else
-      redis.call('HSET', s.st, 'n', int(s.n), 'tk', int(s.tk), 'ob', int(s.ob), nb, int(s.nb), tb, int(s.tb))
+      w[#w + 1] = 'if'; w[#w + 1] = int(s.inflight); w[#w + 1] = 'rs'; w[#w + 1] = int(s.reserved)
+      w[#w + 1] = lname; w[#w + 1] = int(s.lc); w[#w + 1] = mname; w[#w + 1] = int(s.lm)
+      if s.lw == nil then w[#w + 1] = 'lw'; w[#w + 1] = int(cl + 1) end
+      if s.lh == nil or s.lh < le then w[#w + 1] = 'lh'; w[#w + 1] = int(le) end
     end
+    redis.call('HSET', s.st, unpack(w))
   end
 end
 return table.concat(out, ';')
