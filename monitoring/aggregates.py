@@ -66,10 +66,10 @@ def side_expression() -> str:
             "if(timestamp >= {cs:DateTime64(3, 'UTC')} AND timestamp < {ce:DateTime64(3, 'UTC')}, [1], [])))")
 
 
-def window_filter() -> str:
+def window_filter(columns: SegmentColumns) -> str:
     return ("((timestamp >= {bs:DateTime64(3, 'UTC')} AND timestamp < {be:DateTime64(3, 'UTC')}) "
             "OR (timestamp >= {cs:DateTime64(3, 'UTC')} AND timestamp < {ce:DateTime64(3, 'UTC')})) "
-            "AND operation IN {ops:Array(String)} AND traffic = 'user'")   # not the evaluators' own calls
+            "AND operation IN {ops:Array(String)}" + columns.user_traffic)
 
 
 def naive_utc(value: datetime) -> datetime:
@@ -94,7 +94,7 @@ def side_stats(client, database: str, columns: SegmentColumns, *, current: Range
                ) -> dict[Segment, dict[int, SideStats]]:
     """{segment: {0: baseline stats, 1: current stats}} for the segments with traffic."""
     parameters = window_parameters(current, baseline, operations)
-    where = window_filter() + segment_filter(columns, segments, parameters)
+    where = window_filter(columns) + segment_filter(columns, segments, parameters)
     fresh_len = f"fresh AND (finish_reason IN ('length', 'max_tokens') OR (finish_reason NOT IN " \
                 f"{REFUSAL_FREE_FINISH!r} AND ifNull(output_tokens, 0) = 0 AND trimBoth(completion_text) = ''))"
     sql = f"""

@@ -42,7 +42,8 @@ def detect_events(client, database: str, kinds: list[str], columns: set[str], *,
     if not kinds:
         return []
     known = _known_values(client, database, kinds)
-    seen = _seen_values(client, database, kinds, scan=scan, operations=operations)
+    seen = _seen_values(client, database, kinds, scan=scan, operations=operations,
+                        user_only="traffic" in columns)
     events: list[ModelEvent] = []
     for (kind, model, deployment, tenant), values in sorted(seen.items()):
         history = known.get((kind, model, deployment, tenant), [])
@@ -72,10 +73,11 @@ def _known_values(client, database: str, kinds: list[str]) -> dict[tuple, list[t
     return known
 
 
-def _seen_values(client, database: str, kinds: list[str], *, scan: Range,
-                 operations: list[str]) -> dict[tuple, list[tuple[str, datetime, int]]]:
+def _seen_values(client, database: str, kinds: list[str], *, scan: Range, operations: list[str],
+                 user_only: bool) -> dict[tuple, list[tuple[str, datetime, int]]]:
     """(kind, model, deployment, tenant) -> [(value, first seen, requests)] in `scan`."""
     selects = []
+    traffic = " AND traffic = 'user'" if user_only else ""     # not the evaluators' own calls
     for kind in kinds:
         deployment, tenant = EVENT_KEYS[kind]
         selects.append(
@@ -83,7 +85,7 @@ def _seen_values(client, database: str, kinds: list[str], *, scan: Range,
             f"toString({kind}) AS value, min(timestamp) AS first_seen, count() AS requests "
             f"FROM `{database}`.llm_requests "
             f"WHERE timestamp >= {{cs:DateTime64(3, 'UTC')}} AND timestamp < {{ce:DateTime64(3, 'UTC')}} "
-            f"AND operation IN {{ops:Array(String)}} AND {kind} != '' AND traffic = 'user' "
+            f"AND operation IN {{ops:Array(String)}} AND {kind} != ''{traffic} "
             f"GROUP BY model, dep, ten, value")
     result = client.query(" UNION ALL ".join(selects), parameters={
         "cs": naive_utc(scan.start), "ce": naive_utc(scan.end), "ops": list(operations)})

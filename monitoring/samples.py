@@ -31,7 +31,7 @@ def embedding_samples(client, database: str, columns: SegmentColumns, *, current
     if not segments:
         return {}
     parameters = window_parameters(current, baseline, operations)
-    where = window_filter() + segment_filter(columns, segments, parameters)
+    where = window_filter(columns) + segment_filter(columns, segments, parameters)
     parameters.update(n=n, seed=seed)
     sql = f"""
 SELECT {columns.select()}, {side_expression()} AS side, prompt_embedding
@@ -59,7 +59,7 @@ def text_samples(client, database: str, columns: SegmentColumns, *, current: Ran
     if not segments:
         return {}
     parameters = window_parameters(current, baseline, operations)
-    where = window_filter() + segment_filter(columns, segments, parameters)
+    where = window_filter(columns) + segment_filter(columns, segments, parameters)
     parameters.update(n=n, seed=seed)
     sql = f"""
 SELECT {columns.select()}, {side_expression()} AS side,

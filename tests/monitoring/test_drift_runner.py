@@ -134,6 +134,18 @@ def test_events_first_values_changes_and_no_repeats(ch, db):
     assert len(stored) == 5 and stored[-1] == ("response_model", "m2", "m3", 1)
 
 
+def test_the_evaluators_own_calls_are_not_user_traffic(ch, db):
+    insert(ch, db, NOW - timedelta(seconds=600), 500, 100)
+    insert(ch, db, NOW - timedelta(seconds=50), 40, 100, response_model="judge-model", latency=5000, seed=1)
+    insert(ch, db, NOW - timedelta(seconds=50), 40, 40, seed=2)
+    ch.command(f"ALTER TABLE {db}.llm_requests UPDATE traffic = 'evaluator' WHERE response_model = 'judge-model' "
+               f"SETTINGS mutations_sync = 1")
+    result = run_once(ch, db, cfg(alert_after_runs=1), now=NOW)
+    assert "judge-model" not in {e.new_value for e in result.events}
+    row = metric(result, "latency_p95_ms")
+    assert row.n_current == 40 and row.value < 200
+
+
 def test_an_older_schema_without_fingerprint_columns_still_runs(ch):
     name = f"runner_old_{next(_db)}"
     migrate(ch, name, ttl_days=0, target=7)
