@@ -26,8 +26,9 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?")
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty".split())}
-_NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "hundred": "100", "twice": "2", "once": "1"})
-_WORD = re.compile(r"[A-Za-zÀ-ÿ][\w'’-]*")
+_NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "hundred": "100", "twice": "2"})
+del _NUMBER_WORDS["one"]          # "one of the moons", "only one": mostly not a figure
+_WORD = re.compile(r"(?<![\w'’-])[A-Za-zÀ-ÿ][\w'’-]*")
 _NEGATION = re.compile(
     r"\b(?:not|no|never|none|nothing|nobody|neither|nor|cannot|without|isn't|aren't|wasn't|weren't|"
     r"doesn't|don't|didn't|can't|won't|shouldn't|couldn't|mustn't|hasn't|haven't|n't)\b", re.IGNORECASE)
@@ -72,8 +73,8 @@ def numbers(text: str) -> set[str]:
 
 def names(sentence: str) -> list[str]:
     """Capitalised words past the first (and tokens mixing digits and capitals, e.g. 0W-20)."""
-    words = _WORD.findall(sentence)
-    found = [w for i, w in enumerate(words) if i > 0 and w[0].isupper() and w not in _TITLE_STOP]
+    words = [re.sub(r"['’]s?$", "", w) for w in _WORD.findall(sentence)]      # possessives: Jupiter's
+    found = [w for i, w in enumerate(words) if i > 0 and w and w[0].isupper() and w not in _TITLE_STOP]
     found += re.findall(r"\b\d+[A-Z][\w-]*\b", sentence)
     return found
 
