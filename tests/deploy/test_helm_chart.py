@@ -256,6 +256,12 @@ def test_the_configmap_is_a_config_sluice_accepts(helm, values, tmp_path):
     assert result.stdout.startswith("ok: ")
 
 
+def test_server_settings_the_chart_derives_from_come_from_its_values(helm):
+    result = render(helm, "--set", "config.server.ops_port=9100", check=False)
+    assert result.returncode != 0
+    assert "config.server.ops_port: set server.opsPort instead" in result.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--set", "securityContext.readOnlyRootFilesystem=false"], "securityContext.readOnlyRootFilesystem"),
     (["--set", "podSecurityContext.runAsNonRoot=false"], "podSecurityContext.runAsNonRoot"),

@@ -65,6 +65,11 @@ deadline the pod's grace period is computed from, and migrate_on_start off when 
 {{- define "sluice.config" -}}
 {{- $cfg := deepCopy .Values.config }}
 {{- $server := default dict (get $cfg "server") }}
+{{- range $key, $value := dict "ops_port" "server.opsPort" "shutdown_timeout_s" "server.shutdownTimeoutSeconds" "workers" "server.workers" }}
+{{- if hasKey $server $key }}
+{{- fail (printf "config.server.%s: set %s instead (the chart derives ports, probes and the grace period from it)" $key $value) }}
+{{- end }}
+{{- end }}
 {{- $_ := set $server "shutdown_timeout_s" .Values.server.shutdownTimeoutSeconds }}
 {{- $_ := set $server "workers" .Values.server.workers }}
 {{- if .Values.server.opsPort }}{{- $_ := set $server "ops_port" .Values.server.opsPort }}{{- end }}
