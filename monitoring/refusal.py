@@ -22,6 +22,7 @@ tuned on its dev half, measured on its held-out half) are in docs/monitoring.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -111,11 +112,24 @@ _BUT = re.compile(r"\b(?:but|however|though)\b (.*)$")
 _OFFER = re.compile(r"^(?:i |here is a |here are some |we can |you could |you can try |let us |if you )")
 
 
+@functools.lru_cache(maxsize=8)
+def _any_of(sources: tuple[str, ...]) -> re.Pattern[str] | None:
+    """All patterns as one alternation: one search tells a clause no pattern matches (almost
+    every clause of almost every answer) instead of forty. None if they do not combine."""
+    try:
+        return re.compile("|".join(f"(?:{source})" for source in sources))
+    except re.error:
+        return None
+
+
 def lexical_score(text: str, patterns: Sequence[re.Pattern[str]]) -> float:
     """1.0 for a decline in the opening, CAVEAT_SCORE for a decline followed by an answer, else 0."""
     best = 0.0
+    gate = _any_of(tuple(p.pattern for p in patterns))
     for sentence in _SENTENCE_END.split(opening(text)):
         clause = normalise(sentence)
+        if gate is not None and gate.search(clause) is None:
+            continue
         for pattern in patterns:
             match = pattern.search(clause)
             if match is None:
