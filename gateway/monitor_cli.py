@@ -92,10 +92,15 @@ def cmd_monitor_run(args: argparse.Namespace) -> int:
     embedder = _embedder(cfg)
     try:
         if args.once:
+            from monitoring.evaluators.job import MonitorJob
             from monitoring.report import render_table
-            from monitoring.runner import run_once
             client, database = _open_store(cfg)
-            result = run_once(client, database, cfg.monitoring, embedder=embedder)
+            job = MonitorJob()                        # the drift run, then the evaluators (when enabled)
+            result = job(client, database, cfg.monitoring, embedder=embedder)
+            job.close()
+            if job.last_evaluation is not None:
+                print(f"evaluators: {len(job.last_evaluation.rows)} evaluations "
+                      f"({job.last_evaluation.seconds:.1f} s)")
             print(f"drift run: {result.segments} segments, {len(result.metrics)} metrics, "
                   f"{len(result.alerting)} alerting, {len(result.events)} events ({result.seconds:.1f} s)")
             if result.alerting:

@@ -39,9 +39,10 @@ RunOnce = Callable[..., Any]
 _DISTINCT_ERRORS_MAX = 100
 
 
-def _default_run_once(client: Any, database: str, cfg: MonitoringConfig, **kwargs: Any) -> Any:
-    from monitoring.runner import run_once          # scipy / scikit-learn: imported on the first run
-    return run_once(client, database, cfg, **kwargs)
+def _default_run_once() -> RunOnce:
+    """The monitor's job: the drift run, then the evaluators (monitoring/evaluators/job.py)."""
+    from monitoring.evaluators.job import MonitorJob
+    return MonitorJob()
 
 
 class MonitorLoop:
@@ -57,7 +58,7 @@ class MonitorLoop:
         self._lock = lock
         self.metrics = metrics if metrics is not None else MonitorMetrics(tenant_label=cfg.metrics_tenant_label)
         self._embedder = embedder
-        self._run_once = run_once or _default_run_once
+        self._run_once = run_once or _default_run_once()
         self._start_delay_s = start_delay_s
         self._store: tuple[Any, str] | None = None
         self._stop = threading.Event()
@@ -100,6 +101,9 @@ class MonitorLoop:
         self._holding.clear()
         self.metrics.leader.set(0)
         self._close_store()
+        close_job = getattr(self._run_once, "close", None)   # the evaluators' HTTP client and models
+        if close_job is not None:
+            close_job()
 
     @property
     def holding(self) -> bool:
@@ -223,5 +227,6 @@ def in_process_loop(cfg: MonitoringConfig, telemetry: Telemetry, data_dir: Path,
             log.warning("monitor: in_process with a ClickHouse server but no Redis: every replica on another "
                         "host runs it too (set monitoring.redis_url)")
     metrics = MonitorMetrics(registry, tenant_label=cfg.metrics_tenant_label)
+    from monitoring.evaluators.job import MonitorJob
     return MonitorLoop(cfg, lambda: in_process_store(telemetry, data_dir), lock=lock, metrics=metrics,
-                       start_delay_s=min(cfg.interval_s, 10.0))
+                       run_once=MonitorJob(tracer=telemetry.tracer), start_delay_s=min(cfg.interval_s, 10.0))

@@ -145,6 +145,18 @@ class AssertionConfig(_Strict):
     sample: SampleConfig = SampleConfig(rate=1.0)
     max_per_minute: int = Field(10_000, ge=0)
 
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
+            try:
+                Draft202012Validator.check_schema(v)
+            except SchemaError as exc:
+                raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+        return v
+
 
 class EvaluatorsConfig(_Strict):
     enabled: bool = False

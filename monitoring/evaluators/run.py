@@ -173,8 +173,9 @@ class Evaluators:
         found = extract_grounding(request.prompt_text, g.context)
         if not found.context:
             return None, "no_context", {"reason": f"under {g.context.min_chars} characters of context"}, 0.0
-        result = score_answer(self._grounding_backend(), found.context, request.completion_text, threshold=g.threshold)
-        details = result.details(g.threshold) | {"context_sources": list(found.sources), "backend": g.backend}
+        backend = self._grounding_backend()
+        result = score_answer(backend, found.context, request.completion_text, threshold=g.threshold)
+        details = result.details(g.threshold) | {"context_sources": list(found.sources), "backend": backend.name}
         return result.score, result.label, details, 0.0
 
     def _consistency_one(self, request: Candidate, headers: dict[str, str]) -> Scored | None:
