@@ -84,3 +84,16 @@ def test_monitor_job_runs_drift_then_evaluators_and_survives_an_evaluator_failur
         job.close()
     finally:
         ch.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def test_the_evaluator_key_is_recognised_on_an_open_gateway_and_never_kept_in_plain_text():
+    from gateway.auth import ANONYMOUS, EVALUATOR, KeyStore
+
+    store = KeyStore(None, evaluator_key="sk-monitor-open")
+    assert not store.enabled and store.checks_keys                 # open gateway: keys not required
+    assert store.authenticate([(b"authorization", b"Bearer sk-monitor-open")]) is EVALUATOR
+    assert store.authenticate([(b"authorization", b"Bearer anything-else")]) is ANONYMOUS
+    assert store.authenticate([]) is ANONYMOUS
+    assert "sk-monitor-open" not in repr(vars(store))
+    cfg = MonitoringConfig(evaluator_key="sk-monitor-open")
+    assert "sk-monitor-open" not in repr(cfg) and "sk-monitor-open" not in cfg.model_dump_json()
