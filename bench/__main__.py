@@ -2,7 +2,9 @@
 
 `python -m bench suite [...]` runs every scenario and writes docs/benchmarks.md's
 generated part (bench/suite.py); `python -m bench soak [...]` holds mixed load with every
-feature on and watches memory (bench/soak.py); without either, one run and one table.
+feature on and watches memory (bench/soak.py); `python -m bench monitor [...]` measures the
+drift monitor's cost over 1M generated rows (bench/monitor_cost.py); without any, one run
+and one table.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from bench.targets import DEFAULT_SLUICE_CONFIG, MockSettings
 def parse_settings(argv: list[str] | None = None) -> BenchSettings:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      epilog="python -m bench suite --help: the scenario suite; "
-                                            "python -m bench soak --help: the soak")
+                                            "python -m bench soak --help: the soak; "
+                                            "python -m bench monitor --help: the drift monitor's cost")
     parser.add_argument("--targets", default="direct,sluice", help="comma-separated, in order (direct first)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per target")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target (not measured)")
@@ -55,6 +58,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench import soak
 
         sys.exit(soak.main(argv[1:]))
+    if argv[:1] == ["monitor"]:
+        from bench import monitor_cost
+
+        sys.exit(monitor_cost.main(argv[1:]))
     settings = parse_settings(argv)
     rows, run_dir = run_benchmark(settings)
     print_report(rows, run_dir, settings)
