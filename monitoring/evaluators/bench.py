@@ -1,7 +1,9 @@
 """Measure a grounding backend on the labelled set (docs/monitoring.md, "Hallucination evaluators").
 
     python -m monitoring.evaluators.bench --backend embedding [--split heldout]
-    python -m monitoring.evaluators.bench --backend nli --model vectara/hallucination_evaluation_model
+    python -m monitoring.evaluators.bench --backend nli --model cross-encoder/nli-deberta-v3-small
+    python -m monitoring.evaluators.bench --backend nli --model vectara/hallucination_evaluation_model \
+        --trust-remote-code
     python -m monitoring.evaluators.bench --backend nli --model ./my-nli --runtime onnxruntime
 
 Prints ROC-AUC (unsupported as the positive class, `1 - score` as its score), precision and
@@ -68,7 +70,7 @@ def measure(backend: GroundingBackend, items: list[dict[str, Any]], *, threshold
 
 
 def build_backend(name: str, *, model: str | None = None, runtime: str = "transformers",
-                  models_dir: Path | None = None) -> GroundingBackend:
+                  models_dir: Path | None = None, trust_remote_code: bool = False) -> GroundingBackend:
     if name == "lexical":
         from monitoring.evaluators.grounding import EmbeddingGrounding
         return EmbeddingGrounding(None)
@@ -83,7 +85,7 @@ def build_backend(name: str, *, model: str | None = None, runtime: str = "transf
     from monitoring.evaluators.nli import NliGrounding, load_cross_encoder
     if not model:
         raise SystemExit("--backend nli needs --model (a local path or a hub id)")
-    return NliGrounding(load_cross_encoder(model, runtime=runtime))
+    return NliGrounding(load_cross_encoder(model, runtime=runtime, trust_remote_code=trust_remote_code))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=["dev", "heldout"], default="heldout")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--models-dir", type=Path, help="where the local MiniLM is exported (default .sluice/models)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="nli: models with their own code (HHEM)")
     parser.add_argument("--misses", action="store_true", help="list the wrong decisions")
     args = parser.parse_args(argv)
-    backend = build_backend(args.backend, model=args.model, runtime=args.runtime, models_dir=args.models_dir)
+    backend = build_backend(args.backend, model=args.model, runtime=args.runtime, models_dir=args.models_dir,
+                            trust_remote_code=args.trust_remote_code)
     result = measure(backend, load_items(args.split), threshold=args.threshold, split=args.split)
     print(result.line())
     print("misses by kind:", dict(Counter(kind for _, kind, _ in result.misses)))
