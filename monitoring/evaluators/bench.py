@@ -63,8 +63,8 @@ def measure(backend: GroundingBackend, items: list[dict[str, Any]], *, threshold
     truth = [not item["supported"] for item in items]
     flagged = [s < threshold for s in scores]
     tp = sum(f and t for f, t in zip(flagged, truth, strict=True))
-    misses = [(item["id"], item["kind"], round(s, 3)) for item, s, f, t in zip(items, scores, flagged, truth, strict=True)
-              if f != t]
+    misses = [(item["id"], item["kind"], round(s, 3))
+              for item, s, f, t in zip(items, scores, flagged, truth, strict=True) if f != t]
     return Measured(backend.name, split, len(items), sum(truth), float(roc_auc_score(truth, [1 - s for s in scores])),
                     tp / max(1, sum(flagged)), tp / max(1, sum(truth)), seconds * 1000 / max(1, chars / 1000), misses)
 

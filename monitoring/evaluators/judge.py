@@ -52,7 +52,8 @@ Answer A:
 Answer B:
 {b}
 
-Which answer is better under the rubric? Reply with JSON: {{"winner": "A" | "B" | "tie", "critique": "<one short paragraph>"}}"""
+Which answer is better under the rubric?
+Reply with JSON: {{"winner": "A" | "B" | "tie", "critique": "<one short paragraph>"}}"""
 REMINDER = "Your reply was not the JSON object asked for. Reply again with the JSON object only."
 
 
@@ -108,7 +109,8 @@ class Judge:
         self._threshold = threshold
         self._cost = 0.0
 
-    def _ask(self, prompt: str, parse: Callable[[str], Any], headers: Mapping[str, str] | None) -> tuple[Any, list[str]]:
+    def _ask(self, prompt: str, parse: Callable[[str], Any],
+             headers: Mapping[str, str] | None) -> tuple[Any, list[str]]:
         """The parsed verdict and the raw replies; retried once, then MalformedVerdict."""
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
         raw: list[str] = []

@@ -144,7 +144,8 @@ class Evaluators:
             needles = [f"<{t}" for t in g.context.tags] + list(g.context.line_prefixes)
             needles += ["tool: "] if g.context.tool_results else []
             specs.append(_Spec("grounding", evaluator_id("grounding", g), g.sample, g.max_per_minute, None,
-                               self._grounding_one, " AND multiSearchAnyCaseInsensitive(prompt_text, {g_needles:Array(String)})",
+                               self._grounding_one,
+                               " AND multiSearchAnyCaseInsensitive(prompt_text, {g_needles:Array(String)})",
                                {"g_needles": needles}))
         c = cfg.consistency
         if c.enabled:
@@ -264,7 +265,8 @@ class Evaluators:
                 details=json.dumps(details, ensure_ascii=False, default=str),
                 latency_ms=(time.perf_counter() - t0) * 1000, cost_usd=cost))
         if rows:
-            client.insert(f"{database}.{EVALUATIONS}", [r.as_row() for r in rows], column_names=list(EVALUATION_COLUMNS))
+            client.insert(f"{database}.{EVALUATIONS}", [r.as_row() for r in rows],
+                          column_names=list(EVALUATION_COLUMNS))
         done.written = len(rows)
         return done, rows
 

@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     from cache.embedders import LocalEmbedder
     from monitoring.config import MonitoringConfig
     from monitoring.evaluators.run import Evaluators
-    from telemetry.clickhouse import open_client
     from tests.gateway_server import start_gateway
     from tests.mock_server import start_mock
 
@@ -94,10 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         for model, values in sorted(scores.items()):
             print(f"{model:10s} n={len(values)} mean {statistics.mean(values):.3f} min {min(values):.3f} "
                   f"max {max(values):.3f}")
-        truth = [0] * len(scores["paraphrase"]) + [1] * len(scores["random"])
-        auc = roc_auc_score(truth, [1 - s for s in scores["paraphrase"] + scores["random"]])
-        print(f"ROC-AUC paraphrase vs random: {auc:.3f}; stable vs random: "
-              f"{roc_auc_score([0] * len(scores['stable']) + [1] * len(scores['random']), [1 - s for s in scores['stable'] + scores['random']]):.3f}")
+        def separation(steady: str) -> float:
+            truth = [0] * len(scores[steady]) + [1] * len(scores["random"])
+            return float(roc_auc_score(truth, [1 - s for s in scores[steady] + scores["random"]]))
+        print(f"ROC-AUC paraphrase vs random: {separation('paraphrase'):.3f}; "
+              f"stable vs random: {separation('stable'):.3f}")
         print(f"{len(run.rows)} evaluations x {args.samples} re-asks in {seconds:.1f} s "
               f"({seconds * 1000 / max(1, len(run.rows)):.0f} ms each)")
     finally:

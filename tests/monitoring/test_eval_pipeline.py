@@ -243,7 +243,8 @@ def test_judge_errors_on_malformed_output_after_one_retry_and_pairwise_ties_a_po
     assert _chat(gateway, "judged", "Name a prime number.").status_code == 200
     _flush(gateway)
     before = len(httpx.get(f"{mock}/_mock/requests").json())
-    cfg = _cfg(gateway, judge={"enabled": True, "model": "judge-garbage", "sample": {"rate": 0.0, "models": {"judged": 1.0}},
+    cfg = _cfg(gateway, judge={"enabled": True, "model": "judge-garbage",
+                               "sample": {"rate": 0.0, "models": {"judged": 1.0}},
                                "max_per_minute": 100})
     Evaluators(cfg).run(ch, gateway.database)
     (row,) = _rows(ch, gateway, "judge")
