@@ -144,7 +144,8 @@ def _timeseries(ax: Any, columns: list[str], rows: list[Sequence[Any]], panel: C
             xs.append(r[0])
             ys.append(math.nan if v is None else v)
     for key, (xs, ys) in sorted(series.items())[:12]:
-        ax.plot(xs, ys, label=key or columns[values[0]], linewidth=1.2, marker="." if len(xs) < 30 else None)
+        ax.plot(xs, ys, label=key or columns[values[0]], linewidth=1.2, marker="." if len(xs) < 30 else None,
+                linestyle="--" if key.endswith("threshold") else "-")
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=7)
     if panel.unit:

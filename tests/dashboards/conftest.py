@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import BACKUP_KEY, PRIMARY_KEY
 from tests.gateway_server import RunningGateway, start_gateway
+from tests.mock_server import start_mock
 
 KEYS = {"team-a": "sk-dash-team-a-secret", "team-b": "sk-dash-team-b-secret", "tight": "sk-dash-tight-secret"}
 _db = itertools.count()
@@ -130,11 +131,17 @@ def insert_drift_rows(ch, database: str, now: datetime) -> None:
 
 
 @pytest.fixture(scope="package")
-def dash_gateway(primary, backup, chdb_url, ch) -> Iterator[tuple[RunningGateway, str]]:
+def dash_gateway(chdb_url, ch) -> Iterator[tuple[RunningGateway, str]]:
+    # Mock providers of its own, not the session's `primary`/`backup`: a test that needs those
+    # pays for resetting them (tests/conftest.py), and these ~200 tests only read rows.
+    primary_url, stop_primary = start_mock(api_key=PRIMARY_KEY)
+    backup_url, stop_backup = start_mock(api_key=BACKUP_KEY)
     database = f"dash_{next(_db)}"
-    gw = start_gateway(dashboard_config(primary.url, backup.url, chdb_url, database))
+    gw = start_gateway(dashboard_config(primary_url, backup_url, chdb_url, database))
     yield gw, database
     gw.stop()
+    stop_primary()
+    stop_backup()
     ch.command(f"DROP DATABASE IF EXISTS `{database}`")
 
 
@@ -151,7 +158,7 @@ def traffic(dash_gateway, ch) -> Traffic:
     return Traffic(gw, database, sent, started, datetime.now(timezone.utc))
 
 
-@pytest.fixture
+@pytest.fixture(scope="package")
 def empty_database(ch) -> Iterator[str]:
     """A migrated database with no rows at all."""
     from telemetry.schema import migrate
