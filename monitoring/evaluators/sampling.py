@@ -3,7 +3,8 @@
 All in ClickHouse: the sample is drawn from a hash of the request id (`cityHash64`: a
 request is in or out of an evaluator's sample once and for all, whichever run or replica
 asks), at the rate of its model, else its tenant, else the default; requests the evaluator
-already scored (same `evaluator_id`) are left out; only user traffic (`traffic = 'user'`),
+already scored (same `evaluator_id`) are left out (`GLOBAL NOT IN`: on a cluster both
+tables are Distributed, and a plain IN would be refused); only user traffic (`traffic = 'user'`),
 answered without error and not from the cache (a cache hit replays an answer already
 eligible when it was fresh), between `lookback_s` and `settle_s` ago.
 
@@ -72,7 +73,7 @@ WHERE timestamp >= {{since:DateTime64(3, 'UTC')}} AND timestamp < {{until:DateTi
   AND traffic = 'user' AND status_code < 400 AND error_type = '' AND operation IN ('chat', 'responses')
   AND cache_status NOT IN ('hit', 'semantic-hit') AND completion_text != ''
   AND cityHash64(request_id) % {_SCALE} < toUInt64(round({rate} * {_SCALE}))
-  AND request_id NOT IN (
+  AND request_id GLOBAL NOT IN (
       SELECT request_id FROM `{database}`.{EVALUATIONS}
       WHERE evaluator_id = {{eid:String}} AND ts >= {{since:DateTime64(3, 'UTC')}})
   {extra_where}
