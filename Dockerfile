@@ -29,21 +29,23 @@ WORKDIR /src
 # Makefile: an unpinned resolve pulls the CUDA build.
 COPY pyproject.toml README.md ./
 RUN set -eu; \
-    for pkg in gateway telemetry cache guardrails monitoring; do mkdir -p "$pkg"; touch "$pkg/__init__.py"; done; \
+    for pkg in gateway telemetry cache guardrails monitoring dashboards; do mkdir -p "$pkg"; touch "$pkg/__init__.py"; done; \
     spec=/src; if [ -n "${EXTRAS}" ]; then spec="/src[${EXTRAS}]"; fi; \
     case ",${EXTRAS}," in *,all,*|*,toxicity,*) /opt/sluice/venv/bin/pip install torch==2.13.0 ;; esac; \
     /opt/sluice/venv/bin/pip install "$spec"; \
     if [ -n "${SPACY_MODEL}" ]; then /opt/sluice/venv/bin/pip install "${SPACY_MODEL}"; fi; \
-    rm -rf /src/gateway /src/telemetry /src/cache /src/guardrails /src/monitoring /src/build /src/*.egg-info
+    rm -rf /src/gateway /src/telemetry /src/cache /src/guardrails /src/monitoring /src/dashboards /src/build /src/*.egg-info
 COPY gateway ./gateway
 COPY telemetry ./telemetry
 COPY cache ./cache
 COPY guardrails ./guardrails
 COPY monitoring ./monitoring
+COPY dashboards ./dashboards
 RUN set -eu; \
     /opt/sluice/venv/bin/pip install --no-deps --force-reinstall /src; \
     if [ "${BAKE_EMBEDDINGS}" = "true" ]; then \
-        cd /opt/sluice && /opt/sluice/venv/bin/python -m cache.onnx_export /opt/sluice; fi; \
+        cd /opt/sluice && /opt/sluice/venv/bin/python -m cache.onnx_export /opt/sluice; \
+        chmod -R a+rX /opt/sluice/models; fi; \
     find /opt/sluice/venv -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${BASE}
