@@ -1,5 +1,5 @@
 """Grafana-managed alert rules on ClickHouse (drift, upstream model change, answer quality,
-cost spike), written as Grafana's alerting provisioning file by `dashboards/build.py`.
+evaluator score drop, cost spike), written as Grafana's alerting provisioning file by `dashboards/build.py`.
 
 Each rule is one SQL query in table format: its string columns become the alert's labels
 (one alert instance per row), its one number is reduced (last) and compared with the
@@ -62,6 +62,20 @@ GROUP BY public_model, deployment, metric""",
         above=0.10, range_s=1800, severity="warning", anchor="answer-quality-dropped", pending="10m",
         summary="{{ $labels.metric }} on {{ $labels.public_model }} / {{ $labels.deployment }} is more than "
                 "10 points worse than its baseline"),
+    ClickHouseAlert(
+        uid="sluice-evaluator-score-drop", title="SluiceEvaluatorScoreDropped",
+        sql="""SELECT evaluator, public_model, if(isFinite(before), greatest(before - recent, 0), 0) AS dropped_by FROM (
+    SELECT evaluator, public_model,
+        avgIf(score, ts >= $__toTime - INTERVAL 1 HOUR) AS recent,
+        avgIf(score, ts < $__toTime - INTERVAL 1 HOUR) AS before,
+        countIf(ts >= $__toTime - INTERVAL 1 HOUR) AS n_recent
+    FROM ${database}.evaluations
+    WHERE $__timeFilter(ts) AND score IS NOT NULL
+    GROUP BY evaluator, public_model)
+WHERE n_recent >= 20""",
+        above=0.15, range_s=86400, severity="warning", anchor="evaluator-score-dropped", pending="10m",
+        summary="{{ $labels.evaluator }} scores of {{ $labels.public_model }} fell by more than 0.15 in the last "
+                "hour against the day before"),
     ClickHouseAlert(
         uid="sluice-cost-spike", title="SluiceCostSpike",
         sql="""SELECT tenant, if(last_hour < 1, 0, last_hour / greatest(hourly_before, 0.01)) AS ratio FROM (

@@ -1,13 +1,18 @@
 """Quality and drift (ClickHouse): the drift monitor's metrics against their thresholds,
 what is alerting now, and upstream model / fingerprint changes (`model_events`, also the
-dashboard's annotations). Evaluator scores and feedback (issue 24) join this dashboard
-when their tables exist."""
+dashboard's annotations), and the hallucination evaluators' scores by model and prompt
+fingerprint (`evaluations`). Feedback rates join when issue 24's `feedback` table exists."""
 
 from __future__ import annotations
 
 from dashboards.board import Annotation, DashboardSpec, Variable, segment_filter
 from dashboards.panels import ClickHousePanel as P
-from dashboards.sql import DRIFT, EVENTS, SEGMENTS
+from dashboards.sql import DRIFT, EVALUATIONS, EVENTS, SEGMENTS
+
+EVALUATED = f"$__timeFilter(ts) AND {SEGMENTS}"
+# Labels of an answer an evaluator found wanting (monitoring/evaluators: grounding, consistency,
+# judge, assertions); `error` is an evaluation that could not score.
+BAD_LABELS = "('unsupported', 'inconsistent', 'fail', 'loss')"
 
 METRIC_FILTER = "$__conditionalAll(metric IN (${metric:singlequote}), $metric)"
 
@@ -59,6 +64,32 @@ FROM {DRIFT} WHERE $__timeFilter(ts) AND {SEGMENTS}""", width=6, height=4,
           value_vs_threshold(_metrics("finish_reason_js", "language_js"))),
         P("Error, cache and guardrail rates", "timeseries",
           value_vs_threshold(_metrics("error_rate", "cache_hit_rate", "guardrail_block_rate")), unit="percentunit"),
+    ]),
+    ("Evaluators", [
+        P("Evaluator scores by model", "timeseries", f"""SELECT $__timeInterval(ts) AS time,
+    concat(evaluator, ' ', public_model) AS series, avg(score) AS mean_score
+FROM {EVALUATIONS}
+WHERE {EVALUATED} AND score IS NOT NULL
+GROUP BY time, series
+ORDER BY time""", unit="percentunit", description="Higher is better; a changed evaluator config "
+          "(evaluator_id) is a new series in the table below, not a jump."),
+        P("Evaluation labels", "barchart", f"""SELECT concat(evaluator, ' ', label) AS evaluator_label, count() AS evaluations
+FROM {EVALUATIONS}
+WHERE {EVALUATED}
+GROUP BY evaluator_label
+ORDER BY evaluations DESC
+LIMIT 30"""),
+        P("Scores by prompt fingerprint", "table", f"""SELECT evaluator, evaluator_id, public_model, prompt_fingerprint,
+    count() AS evaluations, round(avg(score), 4) AS mean_score,
+    round(countIf(label IN {BAD_LABELS}) / count(), 4) AS bad_share,
+    countIf(score IS NULL) AS unscored, round(sum(cost_usd), 6) AS cost_usd
+FROM {EVALUATIONS}
+WHERE {EVALUATED}
+GROUP BY evaluator, evaluator_id, public_model, prompt_fingerprint
+ORDER BY mean_score ASC
+LIMIT 100""", width=18),
+        P("Cost of evaluations", "stat", f"SELECT sum(cost_usd) AS evaluation_cost FROM {EVALUATIONS} "
+          f"WHERE {EVALUATED}", unit="currencyUSD", width=6),
     ]),
     ("What changed", [
         P("Alerting over time", "timeseries", f"""SELECT $__timeInterval(ts) AS time, metric, sum(alerting) AS alerting_segments

@@ -14,6 +14,7 @@ GUARDRAILS_1M = "${database}.llm_guardrail_actions_1m"
 SPANS = "${database}.otel_traces"
 DRIFT = "${database}.drift_metrics"
 EVENTS = "${database}.model_events"
+EVALUATIONS = "${database}.evaluations"
 
 STEP = "greatest($__interval_s, 60)"
 BUCKET = f"toStartOfInterval(minute, INTERVAL {STEP} second)"

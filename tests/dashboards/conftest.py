@@ -108,8 +108,9 @@ def send_traffic(url: str, rounds: int = 1) -> int:
     return sent
 
 
-def insert_drift_rows(ch, database: str, now: datetime) -> None:
-    """Three monitor runs' rows: one metric drifting into an alert, one steady; two model events."""
+def insert_monitor_rows(ch, database: str, now: datetime) -> None:
+    """Three monitor runs' rows: one metric drifting into an alert, one steady; two model
+    events; evaluator scores, one model's falling."""
     from monitoring.tables import DRIFT_COLUMNS, EVENT_COLUMNS, DriftRow, ModelEvent
     rows = []
     for k, (refusal, alerting) in enumerate(((0.02, 0), (0.20, 0), (0.25, 1))):
@@ -128,6 +129,17 @@ def insert_drift_rows(ch, database: str, now: datetime) -> None:
               ModelEvent(now - timedelta(minutes=15), "gpt", "primary/m1", "team-a", "system_fingerprint",
                          "fp_old", "fp_new", now - timedelta(minutes=15), 42, 1).as_row()]
     ch.insert("model_events", events, column_names=list(EVENT_COLUMNS), database=database)
+    # grounding of gpt: 0.9 the day before, 0.5 in the last hour (an alert); claude steady at 0.8
+    from monitoring.evaluators.table import EVALUATION_COLUMNS, EvaluationRow
+    evaluations = []
+    for model, before, recent in (("gpt", 0.9, 0.5), ("claude", 0.8, 0.8)):
+        for i in range(25):
+            for ago, score in ((timedelta(hours=5, minutes=i), before), (timedelta(minutes=i + 1), recent)):
+                evaluations.append(EvaluationRow(now - ago, f"r-{model}-{i}-{ago.seconds}", "", model, "d", "team-a",
+                                                 "fp1", "grounding", "grounding-1", score,
+                                                 "supported" if score >= 0.7 else "unsupported", "{}", 5.0,
+                                                 0.0001).as_row())
+    ch.insert("evaluations", evaluations, column_names=list(EVALUATION_COLUMNS), database=database)
 
 
 @pytest.fixture(scope="package")
@@ -154,7 +166,7 @@ def traffic(dash_gateway, ch) -> Traffic:
     deadline = time.monotonic() + 10
     while int(ch.command(f"SELECT count() FROM `{database}`.llm_requests")) < sent and time.monotonic() < deadline:
         time.sleep(0.05)
-    insert_drift_rows(ch, database, datetime.now(timezone.utc))
+    insert_monitor_rows(ch, database, datetime.now(timezone.utc))
     return Traffic(gw, database, sent, started, datetime.now(timezone.utc))
 
 

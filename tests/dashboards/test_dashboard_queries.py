@@ -130,6 +130,11 @@ def test_quality_panels_read_the_monitor_tables(traffic, ch):
     assert {"refusal_rate value", "refusal_rate threshold", "json_valid_rate value"} <= series
     events = _value(ch, "Upstream model and fingerprint changes", db)
     assert [e[4] for e in events] == ["system_fingerprint", "response_model"]
+    scores = _value(ch, "Scores by prompt fingerprint", db)
+    # the last hour only: the day-before rows are out of range
+    assert [(r[0], r[2], r[4]) for r in scores] == [("grounding", "gpt", 25), ("grounding", "claude", 25)]
+    assert scores[0][5] == pytest.approx(0.5) and scores[0][6] == 1.0                     # worst first
+    assert dict(_value(ch, "Evaluation labels", db)) == {"grounding supported": 25, "grounding unsupported": 25}
 
 
 def test_variable_and_annotation_queries(traffic, ch):
@@ -161,7 +166,7 @@ def test_grafana_alert_queries(alert, traffic, ch, empty_database):
     ctx = QueryContext(now - timedelta(seconds=alert.range_s), now, 60, {"database": traffic.database})
     fired = [r for r in ch.query(expand(alert.sql, ctx)).result_rows if r[-1] > alert.above]
     expected = {"sluice-drift-alerting": 1, "sluice-upstream-model-change": 1, "sluice-quality-drop": 1,
-                "sluice-cost-spike": 0}[alert.uid]
+                "sluice-evaluator-score-drop": 1, "sluice-cost-spike": 0}[alert.uid]
     assert len(fired) == expected, (alert.uid, fired)
 
 
