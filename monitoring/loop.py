@@ -229,4 +229,5 @@ def in_process_loop(cfg: MonitoringConfig, telemetry: Telemetry, data_dir: Path,
     metrics = MonitorMetrics(registry, tenant_label=cfg.metrics_tenant_label)
     from monitoring.evaluators.job import MonitorJob
     return MonitorLoop(cfg, lambda: in_process_store(telemetry, data_dir), lock=lock, metrics=metrics,
-                       run_once=MonitorJob(tracer=telemetry.tracer), start_delay_s=min(cfg.interval_s, 10.0))
+                       run_once=MonitorJob(tracer=telemetry.tracer, models_dir=Path(data_dir) / "models"),
+                       start_delay_s=min(cfg.interval_s, 10.0))

@@ -24,8 +24,11 @@ def _count(ch, database: str, evaluator: str) -> int:
                     parameters={"e": evaluator}).result_rows[0][0]
 
 
-def test_the_in_process_monitor_runs_the_evaluators_after_its_drift_runs(primary, chdb_url, ch, tmp_path):
+def test_the_in_process_monitor_runs_the_evaluators_after_its_drift_runs(primary, chdb_url, ch, tmp_path,
+                                                                         model_cache_dir):
     database = f"eval_job_{next(_n)}"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "models").symlink_to(model_cache_dir)      # the ONNX export, made once per session
     gw = start_gateway({
         "data_dir": str(tmp_path / "data"),
         "telemetry": {"clickhouse_url": chdb_url, "database": database, "flush_interval_s": 0.05,
@@ -51,10 +54,10 @@ def test_the_in_process_monitor_runs_the_evaluators_after_its_drift_runs(primary
         assert _count(ch, database, "grounding") == 3 and _count(ch, database, "assertion:not-empty") == 3
         assert gw.gateway.monitor.runs_failed == 0
         # the mock echoes the prompt ("Mock answer to: <context>..."), context included: supported;
-        # no embedder in this gateway (no local cache embedder): the lexical backend
-        labels = ch.query(f"SELECT DISTINCT label, JSONExtractString(details, 'backend') FROM `{database}`.evaluations "
-                          f"WHERE evaluator = 'grounding'").result_rows
-        assert labels == [("supported", "lexical")]
+        # the job loaded the local MiniLM from the gateway's data directory for the evaluators
+        labels = ch.query(f"SELECT DISTINCT label, JSONExtractString(details, 'backend') "
+                          f"FROM `{database}`.evaluations WHERE evaluator = 'grounding'").result_rows
+        assert labels == [("supported", "embedding")]
     finally:
         gw.stop()
         ch.command(f"DROP DATABASE IF EXISTS `{database}`")
