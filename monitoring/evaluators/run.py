@@ -45,7 +45,7 @@ class EvaluatorOutcome:
     written: int = 0
     errors: int = 0
     cost_usd: float = 0.0
-    rate_capped: bool = False       # max_per_minute reached
+    rate_capped: bool = False       # max_per_minute reached (requests left for a later run)
     budget_capped: bool = False     # daily_budget_usd reached
 
 
@@ -235,7 +235,7 @@ class Evaluators:
                              lookback_s=self.cfg.lookback_s, settle_s=self.cfg.settle_s, limit=limit + 1,
                              extra_where=spec.extra_where, extra_parameters=spec.extra_parameters,
                              extra_columns=spec.extra_columns)
-        done.rate_capped = len(candidates) > limit
+        done.rate_capped = len(candidates) > limit and allowance <= self.cfg.max_per_run
         candidates = candidates[:limit]
         done.candidates = len(candidates)
         spent = spent_today(client, database, spec.name, now) if spec.budget_usd is not None else 0.0
