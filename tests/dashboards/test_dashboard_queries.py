@@ -177,3 +177,24 @@ def test_all_selection_costs_no_filter():
     assert expand(sql, ctx) == "WHERE 1=1"
     ctx = QueryContext(now, now, 60, {"tenant": ["a", "o'b"]})
     assert expand(sql, ctx) == "WHERE tenant IN ('a','o\\'b')"
+
+
+def test_a_renamed_column_fails_its_panels(ch):
+    """Columns are checked by running every panel on the real schema: a column renamed in a
+    migration makes the panels that read it fail (here: the rollup's request count)."""
+    from telemetry.schema import migrate
+    database = "dash_renamed"
+    migrate(ch, database)
+    try:
+        ch.command(f"ALTER TABLE `{database}`.llm_requests_1m RENAME COLUMN requests TO request_count")
+        ctx = context(database, timedelta(hours=1))
+        broken = []
+        for _, panel in PANELS:
+            try:
+                ch.query(expand(panel.sql, ctx))
+            except Exception as exc:  # noqa: BLE001 - clickhouse-connect's DatabaseError
+                assert "requests" in str(exc)
+                broken.append(panel.title)
+        assert "Requests" in broken and "Cost by tenant" not in broken and len(broken) >= 15
+    finally:
+        ch.command(f"DROP DATABASE IF EXISTS `{database}`")
