@@ -20,9 +20,7 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import (
-    DashboardCursorSync, DataSourceRef, VariableOption, VariableRefresh, VariableSort,
-)
+from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, VariableOption, VariableRefresh, VariableSort
 
 from dashboards.panels import (
     CLICKHOUSE_DS, CLICKHOUSE_TYPE, PROMETHEUS_DS, ClickHousePanel, Panel, PrometheusPanel, _JsonDict,
@@ -155,5 +153,3 @@ class _Target:
     def build(self) -> Any:
         return self._query
 
-
-__all__ = ["Annotation", "DashboardSpec", "Variable", "segment_filter", "DataSourceRef"]
