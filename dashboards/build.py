@@ -7,6 +7,7 @@ build):
 - dashboards/provisioning/alerting/sluice.yaml     the same, where Grafana's provisioning reads it
 - helm/sluice/files/dashboards/sluice-<name>.json  the chart's copies (one ConfigMap each)
 - helm/sluice/files/alerts/prometheus-rules.yaml   the chart's copy of the Prometheus rules
+- helm/sluice/files/alerts/grafana-alerts.yaml     and of the Grafana rules (for a grafana_alert ConfigMap)
 dashboards/alerts/prometheus-rules.yaml is written by hand (promtool tests it) and copied.
 """
 
@@ -41,6 +42,7 @@ def outputs(root: Path = ROOT) -> dict[Path, str]:
     alerts = _GENERATED + yaml.safe_dump(grafana_alerts.provisioning(), sort_keys=False, width=120)
     files[root / "dashboards" / "alerts" / "grafana-alerts.yaml"] = alerts
     files[root / "dashboards" / "provisioning" / "alerting" / "sluice.yaml"] = alerts
+    files[root / "helm" / "sluice" / "files" / "alerts" / "grafana-alerts.yaml"] = alerts
     files[root / "helm" / "sluice" / "files" / "alerts" / "prometheus-rules.yaml"] = PROMETHEUS_RULES.read_text()
     return files
 
