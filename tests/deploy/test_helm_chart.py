@@ -69,7 +69,12 @@ def test_helm_lint_strict(helm):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("values", [[], ["-f", str(PRODUCTION)]], ids=["default", "production"])
+EVERYTHING_ELSE = ["--set", "trial.redis.enabled=true", "--set", "trial.clickhouse.enabled=true",
+                   "--set", "secrets.env.OPENAI_API_KEY=sk-x", "--set", "networkPolicy.enabled=true"]
+
+
+@pytest.mark.parametrize("values", [[], ["-f", str(PRODUCTION)], EVERYTHING_ELSE],
+                         ids=["default", "production", "trial-and-chart-secret"])
 def test_rendered_manifests_validate_against_the_kubernetes_schemas(helm, kubernetes_validate, values, tmp_path):
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text(render(helm, *values).stdout)
