@@ -30,6 +30,9 @@ Tables (all in one database, `sluice` by default):
 - `evaluations`: one row per (request, evaluator) of the hallucination evaluators, and
   `llm_requests.traffic` ('user' | 'evaluator': the monitor's own calls), migration 11
   (`monitoring/evaluators/table.py`).
+- `feedback`: user feedback on answers (`POST /v1/feedback`, source `explicit`) and the
+  gateway's implicit signals (regenerate, abandoned stream), migration 12
+  (`telemetry/feedback.py`).
 - `admin_audit`: one row per admin API action, who / what / when (migration 7,
   `telemetry/audit.py`); no TTL.
 - `sluice_schema_migrations`: which migrations ran.
@@ -341,6 +344,13 @@ def _v11_evaluations(db: str, ttl_days: int) -> list[str]:
             *evaluations_table_sql(db, ttl_days)]
 
 
+def _v12_feedback(db: str, ttl_days: int) -> list[str]:
+    """`feedback` (issue 24): explicit ratings from `POST /v1/feedback` and the gateway's
+    implicit signals, one row each (telemetry/feedback.py)."""
+    from telemetry.feedback import feedback_table_sql
+    return feedback_table_sql(db, ttl_days)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -363,6 +373,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "drift_metrics, model_events, drift_baselines (the drift monitor)", _v9_drift),
     Migration(10, "llm_requests_1m, llm_guardrail_actions_1m: per-minute rollups for dashboards", _v10_rollups),
     Migration(11, "evaluations (hallucination evaluators); llm_requests.traffic", _v11_evaluations),
+    Migration(12, "feedback (explicit and implicit signals on answers)", _v12_feedback),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
