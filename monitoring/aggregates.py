@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from monitoring.segments import SEGMENT_PARAM_TYPE, Segment, SegmentColumns
 from monitoring.windows import Range
 
-REFUSAL_FREE_FINISH = ("tool_calls", "tool_use")
+TOOL_CALL_FINISH = ("tool_calls", "tool_use")
 
 
 @dataclass(slots=True)
@@ -96,7 +96,7 @@ def side_stats(client, database: str, columns: SegmentColumns, *, current: Range
     parameters = window_parameters(current, baseline, operations)
     where = window_filter(columns) + segment_filter(columns, segments, parameters)
     fresh_len = f"fresh AND (finish_reason IN ('length', 'max_tokens') OR (finish_reason NOT IN " \
-                f"{REFUSAL_FREE_FINISH!r} AND ifNull(output_tokens, 0) = 0 AND trimBoth(completion_text) = ''))"
+                f"{TOOL_CALL_FINISH!r} AND ifNull(output_tokens, 0) = 0 AND trimBoth(completion_text) = ''))"
     sql = f"""
 WITH status_code < 400 AND error_type = '' AS ok,
      cache_status IN ('hit', 'semantic-hit') AS hit,

@@ -127,7 +127,8 @@ class MonitoringConfig(_Strict):
 
     # Bounded samples brought back to Python, per segment and side.
     embedding_sample: int = Field(300, ge=10)
-    text_sample: int = Field(200, ge=10)       # completions for refusals / languages
+    # Answers and prompts for refusals and languages (JS at 100 a side: docs, "Drift statistics").
+    text_sample: int = Field(100, ge=10)
     # No stored prompt_embedding: embed a sample of prompt_text with the given embedder.
     embed_prompt_text: bool = True
     # ... at most this many texts per run, the busiest segments first (the others' embedding

@@ -57,6 +57,7 @@ def _expand(histogram: dict[int, int]) -> np.ndarray:
     return np.repeat(keys, counts)
 
 
+LANGUAGE_CHARS = 400         # a text's language shows in its first sentences; detection cost grows with length
 MMD_PERMUTATIONS = 20
 MMD_PERMUTATION_ROWS = 200   # per side, for the permutation null
 
@@ -133,8 +134,8 @@ def from_texts(cur: Sequence[tuple[str, str]], base: Sequence[tuple[str, str]], 
             out.append(Measurement(metric, None, None, len(cur_texts), len(base_texts),
                                    note or "language detector unavailable"))
             continue
-        cur_mix = Counter(detect_languages(cur_texts))
-        base_mix = Counter(detect_languages(base_texts))
+        cur_mix = Counter(detect_languages([t[:LANGUAGE_CHARS] for t in cur_texts]))
+        base_mix = Counter(detect_languages([t[:LANGUAGE_CHARS] for t in base_texts]))
         out.append(_js(metric, dict(cur_mix), dict(base_mix), len(cur_texts), len(base_texts),
                        "no text logged"))
     return out

@@ -111,8 +111,8 @@ SCENARIOS: list[Scenario] = [
              [_plain()], [_plain(response_model="u-swap-2025-06", system_fingerprint="fp_new")]),
     Scenario("refusal", "refusal spike (0% -> 40%)", "refusal_rate",
              [_plain()], [{"text": REFUSAL, "fraction": 0.4}, _plain()]),
-    Scenario("latency", "latency regression (+600 ms)", "latency_p95_ms",
-             [_plain()], [_plain(latency_ms=680)]),
+    Scenario("latency", "latency regression (+900 ms)", "latency_p95_ms",
+             [_plain()], [_plain(latency_ms=980)]),
     Scenario("language", "answers switch to French", "language_js",
              [_plain()], [{"texts": FRENCH, **LATENCY}]),
     Scenario("json", "JSON validity drop (100% -> ~50%)", "json_valid_rate",
@@ -221,13 +221,22 @@ class StallProbe:
         a, b = start.timestamp(), end.timestamp()
         return max((late for t, late in self.lateness if a <= t <= b), default=0.0)
 
+    def mean(self, start: datetime, end: datetime) -> float:
+        a, b = start.timestamp(), end.timestamp()
+        values = [late for t, late in self.lateness if a <= t <= b]
+        return sum(values) / len(values) if values else 0.0
+
 
 async def _send_all(client: httpx.AsyncClient, bodies: list[dict], failures: list[str]) -> None:
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def send(body: dict) -> None:
         async with gate:
-            resp = await client.post("/v1/chat/completions", json=body)
+            try:
+                resp = await client.post("/v1/chat/completions", json=body)
+            except httpx.HTTPError as exc:
+                failures.append(f"{body['model']}: {type(exc).__name__}")
+                return
             if resp.status_code != 200:
                 failures.append(f"{body['model']}: {resp.status_code} {resp.text[:200]}")
 
@@ -242,8 +251,11 @@ def send_rounds(gw: RunningGateway, mock_url: str, seed: int = 7) -> Traffic:
     headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
 
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=30,
-                                     limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+        # keepalive_expiry under uvicorn's 5 s keep-alive: on a loaded machine a connection
+        # idle between rounds could otherwise be reused just as the server closes it.
+        async with httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=120,
+                                     limits=httpx.Limits(max_connections=CONCURRENCY,
+                                                         keepalive_expiry=2.0)) as client:
             # Warm-up, before round 0 and so outside every window: a cold gateway's first
             # requests (connections, lazy imports) are seconds slower and would make round
             # 0's latencies a baseline nothing else matches.
