@@ -18,6 +18,7 @@ from gateway.admin import admin_routes
 from gateway.config import SluiceConfig
 from gateway.context import Endpoint
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.feedback import FeedbackEndpoint
 from gateway.http import header, send_bytes
 from gateway.openapi import OpenAPIEndpoint
 from gateway.pipeline import handle
@@ -248,11 +249,15 @@ def create_app(cfg: SluiceConfig) -> HotPathRouter:
     routes = [
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in proxied.items()),
         Route("/v1/models", ModelsEndpoint(gw), methods=["GET"]),
+        # POST /v1/feedback: ratings of answers, stored in ClickHouse (served while telemetry is on)
+        *([Route("/v1/feedback", FeedbackEndpoint(gw), methods=["POST"])] if gw.feedback is not None else []),
         Route("/metrics", OpsAccess(MetricsEndpoint(gw), ops_token, loopback_only=False), methods=["GET"]),
         Route("/sluice/report", OpsAccess(ReportEndpoint(gw), ops_token, loopback_only=True), methods=["GET"]),
         Route("/healthz", HealthEndpoint(gw, readiness=False), methods=["GET"]),
         Route("/readyz", HealthEndpoint(gw, readiness=True, schema_gate=schema_gate), methods=["GET"]),
-        Route("/openapi.json", OpenAPIEndpoint(gw.limits, admin=bool(cfg.admin.master_key)), methods=["GET"]),
+        Route("/openapi.json", OpenAPIEndpoint(gw.limits, admin=bool(cfg.admin.master_key),
+                                               feedback=cfg.feedback if gw.feedback is not None else None),
+              methods=["GET"]),
         *admin_routes(gw),                                   # /admin/*: only with admin.master_key
     ]
     app = Starlette(routes=routes, lifespan=lifespan,

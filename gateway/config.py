@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cache.config import CacheConfig
+from gateway.feedback_config import FeedbackConfig
 from gateway.quota.config import AdminConfig, Budget, LimitsConfig, RateLimits
 from guardrails.config import GuardrailsConfig
 from monitoring.config import MonitoringConfig
@@ -144,6 +145,7 @@ class SluiceConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()    # rate limits and budgets (docs/limits.md)
     admin: AdminConfig = AdminConfig()       # the admin API (/admin/*), off without a master key
     monitoring: MonitoringConfig = MonitoringConfig()   # the drift monitor (docs/monitoring.md)
+    feedback: FeedbackConfig = FeedbackConfig()         # POST /v1/feedback, implicit signals
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir or os.environ.get("SLUICE_DATA_DIR") or ".sluice")

@@ -55,10 +55,11 @@ class RequestObserver:
     def start(self, ctx: RequestContext, scope: Scope) -> None:
         ctx.trace = self._traces.begin(scope["headers"], scope["path"], (scope.get("client") or ("",))[0])
 
-    def finish(self, ctx: RequestContext, body: dict | None) -> None:
+    def finish(self, ctx: RequestContext, body: dict | None) -> RequestRecord | None:
         """Never raises: telemetry must not turn a served request into an error. Never
         loses the request's row either: a record that cannot be built in full (a bug, an
-        odd value) is built from what can be read, the failure noted in `anomalies`."""
+        odd value) is built from what can be read, the failure noted in `anomalies`.
+        Returns the record (read-only from here: telemetry owns it), None if it failed."""
         try:
             ids = ctx.trace
             # sampled at the start, or failed and ours to decide (no caller's traceparent)
@@ -76,8 +77,10 @@ class RequestObserver:
                     logger.exception("telemetry: no spans for request %s", ctx.request_id)
                     self._tel.metrics.rows_dropped("spans", 1, "invalid")
             self._tel.record(rec, trace)
+            return rec
         except Exception:
             logger.exception("telemetry failed for request %s", ctx.request_id)
+            return None
 
     def _trace(self, ctx: RequestContext, ids: TraceIds) -> TraceFacts:
         """The facts the spans are built from where they are exported (the collector): ids,

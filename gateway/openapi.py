@@ -14,12 +14,15 @@ from typing import Any
 
 import orjson
 
+from gateway.feedback_config import FeedbackConfig
+from gateway.feedback_openapi import feedback_paths, feedback_schemas
 from gateway.types import Receive, Scope, Send
 from gateway.wire.anthropic import ANTHROPIC_ROLES
 from gateway.wire.limits import OUTPUT_TOKENS_CEILING, RequestLimits
 from gateway.wire.openai import OPENAI_ROLES
 
 VERSION = "0.1.0"
+_DEFAULT_FEEDBACK = FeedbackConfig()
 
 Schema = dict[str, Any]
 
@@ -236,9 +239,11 @@ def _text(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
-def build_document(limits: RequestLimits, admin: bool = False) -> dict[str, Any]:
+def build_document(limits: RequestLimits, admin: bool = False,
+                   feedback: FeedbackConfig | None = _DEFAULT_FEEDBACK) -> dict[str, Any]:
     """`admin`: the gateway serves the admin API (admin.master_key), documented in
-    gateway/admin_openapi.py."""
+    gateway/admin_openapi.py. `feedback`: the config of `POST /v1/feedback` when it is
+    served (telemetry on), documented in gateway/feedback_openapi.py."""
     status = {"description": "OK", "content": _json(_ref("Status"))}
     plain_error = {"content": _json(_ref("PlainError"))}
     paths = {
@@ -272,6 +277,9 @@ def build_document(limits: RequestLimits, admin: bool = False) -> dict[str, Any]
                                                         "content": _json({"type": "object"})}}),
     }
     schemas = _schemas(limits)
+    if feedback is not None:
+        paths.update(feedback_paths(_server_errors()))
+        schemas.update(feedback_schemas(feedback))
     if admin:
         from gateway.admin_openapi import admin_paths, admin_schemas
         paths.update(admin_paths())
@@ -299,8 +307,8 @@ def build_document(limits: RequestLimits, admin: bool = False) -> dict[str, Any]
 class OpenAPIEndpoint:
     """`GET /openapi.json`, rendered once for the gateway's limits."""
 
-    def __init__(self, limits: RequestLimits, admin: bool = False):
-        self._body = orjson.dumps(build_document(limits, admin))
+    def __init__(self, limits: RequestLimits, admin: bool = False, feedback: FeedbackConfig | None = None):
+        self._body = orjson.dumps(build_document(limits, admin, feedback))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200,

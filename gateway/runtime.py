@@ -13,6 +13,7 @@ from cache import ResponseCache
 from gateway.auth import KeyStore
 from gateway.config import SluiceConfig
 from gateway.context import RequestContext
+from gateway.feedback import FeedbackService
 from gateway.observe import RequestObserver
 from gateway.quota.service import QuotaService
 from gateway.routing import BreakerState, Router
@@ -41,6 +42,9 @@ class Gateway:
         self.cache = ResponseCache.from_config(cfg.cache, self.data_dir) if cfg.cache.enabled else None
         self.guardrails = GuardrailEngine.from_config(cfg.guardrails) if cfg.guardrails.any_policy() else None
         self.monitor = self._drift_monitor(cfg) if cfg.monitoring.in_process else None
+        # POST /v1/feedback and the implicit signals: rows of `feedback`, so telemetry must be on
+        self.feedback = (FeedbackService(cfg.feedback, self.telemetry)
+                         if cfg.feedback.enabled and self.telemetry.enabled else None)
         self.upstream: UpstreamClient = None  # type: ignore[assignment]   # created in start()
         self._tasks: set[asyncio.Task] = set()
         self.ready = False
@@ -83,6 +87,8 @@ class Gateway:
             await asyncio.to_thread(self.monitor.stop)       # before telemetry: a run may use its collector
         if self.guardrails is not None:
             await self.guardrails.aclose()
+        if self.feedback is not None:
+            await self.feedback.aclose()                     # queued feedback rows, before telemetry
         await asyncio.to_thread(self.telemetry.shutdown)     # flushes queued spans and rows
 
     def _drift_monitor(self, cfg: SluiceConfig):
@@ -123,4 +129,9 @@ class Gateway:
 
     def record(self, ctx: RequestContext) -> None:
         """Hand the finished request to telemetry; never blocks or raises."""
-        self.observer.finish(ctx, ctx.body)
+        rec = self.observer.finish(ctx, ctx.body)
+        if self.feedback is not None:
+            try:
+                self.feedback.observe(ctx, rec)              # look-ups of recent requests, implicit signals
+            except Exception:
+                logger.exception("feedback: implicit signals of request %s not recorded", ctx.request_id)

@@ -1,0 +1,184 @@
+"""`POST /v1/feedback`: a user's rating of an answer, and the service behind it.
+
+    {"request_id": "9f2c..." | "trace_id": "4bf92f35...",       exactly one
+     "score": 0.8 | "thumbs": "up" | "down",                    at most one (thumbs: 1 or 0)
+     "kind": "accept" | "accept_edited" | "copy" | "regenerate" | "report" | ...,
+     "comment": "...", "correction": "...", "user": "end-user-id"}
+
+    -> 202 {"object": "feedback", "id": "...", "request_id": "...", "trace_id": "...", "status": "accepted"}
+
+Authenticated with the same keys as the proxy endpoints; a key rates its own tenant's
+requests only: another tenant's request id and an unknown one both get a 404 (in the
+caller's wire format: Anthropic's with the `anthropic-version` header). The request is
+verified before the answer (FeedbackStore.find: this process's recent requests, else
+`llm_requests` off the event loop within `feedback.lookup_timeout_s`, else 503); the row
+is written afterwards, queued. Why verify first rather than accept and check later: the
+caller must learn at once that an id is wrong (a 202 for a typo would lose the rating
+silently), and an answer that differed between "not yours" and "not yet written" would
+tell one tenant which ids another has. `trace_id` rates the trace's latest request of the
+caller's tenant (an agent run: its final answer); both ids are stored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.context import RequestContext
+from gateway.errors import BadRequest, GatewayError
+from gateway.feedback_config import FeedbackConfig
+from gateway.feedback_signals import ImplicitFeedback
+from gateway.feedback_store import FeedbackStore, FeedbackUnavailable, RatedRequest
+from gateway.http import header, parse_json_object, read_body, send_bytes
+from gateway.types import Receive, Scope, Send, WireFormat
+from telemetry.feedback import FeedbackRow
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+    from telemetry import RequestRecord, Telemetry
+
+FIELDS = ("request_id", "trace_id", "score", "thumbs", "kind", "comment", "correction", "user")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
+KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+THUMBS = {"up": 1.0, "down": 0.0}
+
+
+class RatedRequestNotFound(GatewayError):
+    status, type, code = 404, "invalid_request_error", "request_not_found"
+
+
+class FeedbackStoreUnavailable(GatewayError):
+    status, type, code = 503, "service_unavailable", "feedback_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackInput:
+    """A validated feedback body."""
+
+    request_id: str | None
+    trace_id: str | None
+    score: float | None
+    kind: str
+    comment: str
+    correction: str
+    user: str
+
+
+def _text(body: dict[str, Any], name: str, limit: int) -> str:
+    value = body.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"'{name}' must be a string", param=name)
+    if len(value) > limit:
+        raise BadRequest(f"'{name}' is longer than {limit} characters", param=name)
+    return value
+
+
+def parse_feedback(body: dict[str, Any], cfg: FeedbackConfig) -> FeedbackInput:
+    """The body checked field by field; BadRequest names the field and what is wrong."""
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise BadRequest(f"Unknown field(s) {', '.join(map(repr, unknown))}; feedback takes {', '.join(FIELDS)}",
+                         param=unknown[0])
+    request_id, trace_id = body.get("request_id"), body.get("trace_id")
+    if ("request_id" in body) == ("trace_id" in body):
+        raise BadRequest("Send exactly one of 'request_id' (the x-sluice-request-id header of the answer) "
+                         "or 'trace_id'", param="request_id")
+    if "request_id" in body and not (isinstance(request_id, str) and REQUEST_ID.match(request_id)):
+        raise BadRequest("'request_id' must be a request id: 1-64 letters, digits or _.:-", param="request_id")
+    if "trace_id" in body and not (isinstance(trace_id, str) and TRACE_ID.match(trace_id)):
+        raise BadRequest("'trace_id' must be 32 hexadecimal digits (W3C trace id)", param="trace_id")
+    score, thumbs = body.get("score"), body.get("thumbs")
+    if score is not None and thumbs is not None:
+        raise BadRequest("Send 'score' or 'thumbs', not both", param="score")
+    if score is not None:
+        if score.__class__ not in (int, float) or not math.isfinite(score) or not 0 <= score <= 1:
+            raise BadRequest("'score' must be a number from 0 to 1 (higher is better)", param="score")
+        score = float(score)
+    elif thumbs is not None:
+        if thumbs not in THUMBS:
+            raise BadRequest("'thumbs' must be \"up\" or \"down\"", param="thumbs")
+        score = THUMBS[thumbs]
+    kind = body.get("kind")
+    if kind is not None and not (isinstance(kind, str) and KIND.match(kind)):
+        raise BadRequest("'kind' must be a lower-case word of at most 32 letters, digits or _ "
+                         "(accept, accept_edited, copy, regenerate, report, ...)", param="kind")
+    comment = _text(body, "comment", cfg.max_comment_chars)
+    correction = _text(body, "correction", cfg.max_correction_chars)
+    user = _text(body, "user", cfg.max_user_chars)
+    if score is None and kind is None and not comment and not correction:
+        raise BadRequest("Nothing to record: send 'score' or 'thumbs', a 'kind', a 'comment' or a 'correction'",
+                         param="score")
+    return FeedbackInput(request_id if "request_id" in body else None,
+                         trace_id.lower() if isinstance(trace_id, str) else None,
+                         score, kind or "rating", comment, correction, user)
+
+
+class FeedbackService:
+    """What the gateway holds: the store (look-ups, writes) and the implicit signals."""
+
+    def __init__(self, cfg: FeedbackConfig, telemetry: Telemetry) -> None:
+        self.cfg = cfg
+        self.store = FeedbackStore(cfg, telemetry, telemetry.metrics.registry)
+        self.implicit = ImplicitFeedback(cfg.implicit)
+
+    def observe(self, ctx: RequestContext, rec: RequestRecord | None) -> None:
+        """A finished request (on the event loop, after its answer): remember it for
+        look-ups, and record the implicit signals it completes. Never raises."""
+        if rec is None or ctx.principal.evaluator:
+            return
+        rated = RatedRequest(rec.request_id, rec.trace_id, rec.tenant, rec.public_model, rec.deployment,
+                             rec.prompt_fingerprint)
+        self.store.recent.add(rated)
+        for row in self.implicit.observe(ctx, rated):
+            self.store.write(row)
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+
+class FeedbackEndpoint:
+    """`POST /v1/feedback` (see the module docstring)."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self._gw = gw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fmt = WireFormat.ANTHROPIC if header(scope, b"anthropic-version") is not None else WireFormat.OPENAI
+        gw = self._gw
+        try:
+            principal = await gw.keys.authenticate_async(scope["headers"])
+            raw = await read_body(scope, receive, gw.cfg.server.max_body_bytes)
+            given = parse_feedback(parse_json_object(raw, gw.limits.max_json_depth), gw.cfg.feedback)
+            try:
+                rated = await gw.feedback.store.find(principal.tenant, given.request_id, given.trace_id)
+            except FeedbackUnavailable as exc:
+                raise FeedbackStoreUnavailable(f"Feedback cannot be verified now: {exc}; retry later",
+                                               headers={"retry-after": "5"}) from None
+            if rated is None:
+                what = f"request '{given.request_id}'" if given.request_id else f"trace '{given.trace_id}'"
+                raise RatedRequestNotFound(f"No {what} for this key's tenant (a request is found once its "
+                                           f"answer is logged, within seconds)",
+                                           param="request_id" if given.request_id else "trace_id")
+            row = FeedbackRow(
+                ts=datetime.now(timezone.utc), feedback_id=os.urandom(12).hex(), request_id=rated.request_id,
+                trace_id=rated.trace_id, tenant=principal.tenant, key_id=principal.key_id, user=given.user,
+                source="explicit", kind=given.kind, score=given.score, comment=given.comment,
+                correction=given.correction, public_model=rated.public_model, deployment=rated.deployment,
+                prompt_fingerprint=rated.prompt_fingerprint)
+            gw.feedback.store.write(row)
+        except GatewayError as err:
+            headers = [(k.encode(), v.encode()) for k, v in err.headers.items()]
+            await send_bytes(send, err.status, err.body(fmt), headers)
+            return
+        body = orjson.dumps({"object": "feedback", "id": row.feedback_id, "request_id": row.request_id,
+                             "trace_id": row.trace_id, "status": "accepted"})
+        await send_bytes(send, 202, body, [])
