@@ -1,13 +1,14 @@
 """Quality and drift (ClickHouse): the drift monitor's metrics against their thresholds,
 what is alerting now, and upstream model / fingerprint changes (`model_events`, also the
 dashboard's annotations), and the hallucination evaluators' scores by model and prompt
-fingerprint (`evaluations`). Feedback rates join when issue 24's `feedback` table exists."""
+fingerprint (`evaluations`), and what users said (`feedback`: ratings, regenerations,
+abandoned streams)."""
 
 from __future__ import annotations
 
 from dashboards.board import Annotation, DashboardSpec, Variable, segment_filter
 from dashboards.panels import ClickHousePanel as P
-from dashboards.sql import DRIFT, EVALUATIONS, EVENTS, SEGMENTS
+from dashboards.sql import DRIFT, EVALUATIONS, EVENTS, FEEDBACK, IN_RANGE_1M, REQUESTS_1M, SEGMENTS
 
 EVALUATED = f"$__timeFilter(ts) AND {SEGMENTS}"
 # Labels of an answer an evaluator found wanting (monitoring/evaluators: grounding, consistency,
@@ -90,6 +91,30 @@ ORDER BY mean_score ASC
 LIMIT 100""", width=18),
         P("Cost of evaluations", "stat", f"SELECT sum(cost_usd) AS evaluation_cost FROM {EVALUATIONS} "
           f"WHERE {EVALUATED}", unit="currencyUSD", width=6),
+    ]),
+    ("Feedback", [
+        P("Feedback rate", "stat", f"""SELECT
+    (SELECT count() FROM {FEEDBACK} WHERE {EVALUATED} AND source = 'explicit')
+        / greatest((SELECT sum(requests) FROM {REQUESTS_1M} WHERE {IN_RANGE_1M}), 1) AS explicit_per_request,
+    (SELECT avg(score) FROM {FEEDBACK} WHERE {EVALUATED} AND source = 'explicit' AND score IS NOT NULL)
+        AS mean_rating""", width=8, height=6,
+          description="Explicit feedback (POST /v1/feedback) per request served, and its mean rating (0-1)."),
+        P("Feedback by kind", "timeseries", f"""SELECT $__timeInterval(ts) AS time, concat(source, ' ', kind) AS signal,
+    count() AS signals
+FROM {FEEDBACK}
+WHERE {EVALUATED}
+GROUP BY time, signal
+ORDER BY time""", width=16, height=6),
+        P("Ratings and implicit signals by model", "table", f"""SELECT public_model, prompt_fingerprint,
+    countIf(source = 'explicit') AS explicit, round(avgIf(score, source = 'explicit' AND score IS NOT NULL), 4)
+        AS mean_rating,
+    countIf(kind = 'regenerate') AS regenerations, countIf(kind = 'abandon') AS abandoned_streams,
+    countIf(kind = 'report') AS reports
+FROM {FEEDBACK}
+WHERE {EVALUATED}
+GROUP BY public_model, prompt_fingerprint
+ORDER BY mean_rating ASC
+LIMIT 100""", width=24),
     ]),
     ("What changed", [
         P("Alerting over time", "timeseries", f"""SELECT $__timeInterval(ts) AS time, metric, sum(alerting) AS alerting_segments

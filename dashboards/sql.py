@@ -15,6 +15,7 @@ SPANS = "${database}.otel_traces"
 DRIFT = "${database}.drift_metrics"
 EVENTS = "${database}.model_events"
 EVALUATIONS = "${database}.evaluations"
+FEEDBACK = "${database}.feedback"
 
 STEP = "greatest($__interval_s, 60)"
 BUCKET = f"toStartOfInterval(minute, INTERVAL {STEP} second)"

@@ -110,7 +110,7 @@ def send_traffic(url: str, rounds: int = 1) -> int:
 
 def insert_monitor_rows(ch, database: str, now: datetime) -> None:
     """Three monitor runs' rows: one metric drifting into an alert, one steady; two model
-    events; evaluator scores, one model's falling."""
+    events; evaluator scores, one model's falling; feedback."""
     from monitoring.tables import DRIFT_COLUMNS, EVENT_COLUMNS, DriftRow, ModelEvent
     rows = []
     for k, (refusal, alerting) in enumerate(((0.02, 0), (0.20, 0), (0.25, 1))):
@@ -140,6 +140,15 @@ def insert_monitor_rows(ch, database: str, now: datetime) -> None:
                                                  "supported" if score >= 0.7 else "unsupported", "{}", 5.0,
                                                  0.0001).as_row())
     ch.insert("evaluations", evaluations, column_names=list(EVALUATION_COLUMNS), database=database)
+    # feedback: gpt rated 1, 1, 0 and regenerated once; claude rated 1 and one stream abandoned
+    from telemetry.feedback import FEEDBACK_COLUMNS, FeedbackRow
+    signals = [("gpt", "explicit", "rating", 1.0), ("gpt", "explicit", "rating", 1.0), ("gpt", "explicit", "rating", 0.0),
+               ("gpt", "implicit", "regenerate", None), ("claude", "explicit", "rating", 1.0),
+               ("claude", "implicit", "abandon", None)]
+    feedback = [FeedbackRow(now - timedelta(minutes=5 + i), f"fb-{i}", f"req-{i}", "", "team-a", "key-a", "",
+                            source, kind, score, "", "", model, "d", "fp1").as_row()
+                for i, (model, source, kind, score) in enumerate(signals)]
+    ch.insert("feedback", feedback, column_names=list(FEEDBACK_COLUMNS), database=database)
 
 
 @pytest.fixture(scope="package")

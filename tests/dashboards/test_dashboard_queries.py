@@ -135,6 +135,10 @@ def test_quality_panels_read_the_monitor_tables(traffic, ch):
     assert [(r[0], r[2], r[4]) for r in scores] == [("grounding", "gpt", 25), ("grounding", "claude", 25)]
     assert scores[0][5] == pytest.approx(0.5) and scores[0][6] == 1.0                     # worst first
     assert dict(_value(ch, "Evaluation labels", db)) == {"grounding supported": 25, "grounding unsupported": 25}
+    [(per_request, rating)] = _value(ch, "Feedback rate", db)
+    assert per_request == pytest.approx(4 / traffic.requests) and rating == pytest.approx(0.75)
+    by_model = {r[0]: r[2:] for r in _value(ch, "Ratings and implicit signals by model", db)}
+    assert by_model == {"gpt": (3, 0.6667, 1, 0, 0), "claude": (1, 1.0, 0, 1, 0)}     # rounded to 4 places
 
 
 def test_variable_and_annotation_queries(traffic, ch):
