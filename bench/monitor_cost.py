@@ -213,11 +213,19 @@ def cmd_time_run(data_dir: Path, runs: int = 2) -> dict:
 
 
 def cmd_count_runs(data_dir: Path, since: str, until: str) -> dict:
-    client = _connect(data_dir)
-    rows = client.query(f"SELECT count(DISTINCT ts) FROM `{DATABASE}`.drift_metrics "
+    deadline = time.monotonic() + 60
+    while True:                       # the last gateway's collector may still be flushing
+        try:
+            client = _connect(data_dir)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    rows = client.query(f"SELECT count(DISTINCT ts), min(ts), max(ts) FROM `{DATABASE}`.drift_metrics "
                         f"WHERE ts >= parseDateTime64BestEffort(%(a)s, 3) AND ts < parseDateTime64BestEffort(%(b)s, 3)",
                         parameters={"a": since, "b": until}).result_rows
-    return {"runs": int(rows[0][0])}
+    return {"runs": int(rows[0][0]), "first": rows[0][1], "last": rows[0][2]}
 
 
 def _child(*args: str) -> dict:
@@ -230,20 +238,24 @@ def _child(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def throughput(data_dir: Path, rounds: int, duration: float, connections: int, run_dir: Path) -> dict:
+def throughput(data_dir: Path, rounds: int, duration: float, connections: int, run_dir: Path,
+               collector_priority: str = "idle") -> dict:
     from bench.run import BenchSettings, run_benchmark
     os.environ["SLUICE_BENCH_MONITOR_DATA"] = str(data_dir)
+    # idle (the default): the monitor's SQL, run by the collector, gets only CPU the requests
+    # leave; normal: it competes with them (the harder test)
+    os.environ["SLUICE_BENCH_COLLECTOR_PRIORITY"] = collector_priority
     settings = BenchSettings(targets=("sluice:monitor-off", "sluice:monitor-on"), duration=duration,
                              warmup=2.0, connections=connections, rounds=rounds)
     started = datetime.now(timezone.utc)
     rows, _ = run_benchmark(settings, run_dir)
     finished = datetime.now(timezone.utc)
-    rates = {row.name: row.result.requests_per_second if row.result else None for row in rows}
-    per_round = {row.name: list(row.rounds or ()) for row in rows}
+    rates = {row.target: row.result.requests_per_second if row.result else None for row in rows}
+    per_round = {row.target: list(row.rounds or ()) for row in rows}
     off, on = rates.get("sluice:monitor-off"), rates.get("sluice:monitor-on")
     runs = _child("count-runs", "--data-dir", str(data_dir), "--since", started.isoformat(),
                   "--until", finished.isoformat())["runs"]
-    return {"requests_per_second": rates, "rounds": per_round,
+    return {"collector_priority": collector_priority, "requests_per_second": rates, "rounds": per_round,
             "ratio": round(on / off, 4) if on and off else None,
             "monitor_runs_during_benchmark": runs, "measured_s_with_monitor": rounds * (duration + 2.0)}
 
@@ -258,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--collector-priority", choices=("idle", "normal"), default="idle",
+                        help="telemetry.collector_priority of both gateways (the monitor's SQL runs there)")
     parser.add_argument("--since")
     parser.add_argument("--until")
     args = parser.parse_args(argv)
@@ -287,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, seconds in run["slowest"]:
             print(f"    {seconds:7.2f} s  {name}")
     if not args.no_throughput:
-        report["throughput"] = throughput(data_dir, args.rounds, args.duration, args.connections, run_dir)
+        report["throughput"] = throughput(data_dir, args.rounds, args.duration, args.connections, run_dir,
+                                          args.collector_priority)
         t = report["throughput"]
         print(f"throughput: {t['requests_per_second']} (rounds {t['rounds']}), monitor on / off = {t['ratio']}, "
               f"{t['monitor_runs_during_benchmark']} monitor runs finished meanwhile", flush=True)
