@@ -24,17 +24,19 @@ ARG SPACY_MODEL=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/sluice/venv
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone (empty package stubs): a source change
-# rebuilds only the layers below, not every wheel. torch goes first and pinned, as in the
-# Makefile: an unpinned resolve pulls the CUDA build.
-COPY pyproject.toml README.md ./
+# Dependencies first, from pyproject.toml alone (empty package stubs, an empty README): a
+# source or README change rebuilds only the layers below, not every wheel. torch goes first
+# and pinned, as in the Makefile: an unpinned resolve pulls the CUDA build.
+COPY pyproject.toml ./
 RUN set -eu; \
+    touch README.md; \
     for pkg in gateway telemetry cache guardrails monitoring dashboards; do mkdir -p "$pkg"; touch "$pkg/__init__.py"; done; \
     spec=/src; if [ -n "${EXTRAS}" ]; then spec="/src[${EXTRAS}]"; fi; \
     case ",${EXTRAS}," in *,all,*|*,toxicity,*) /opt/sluice/venv/bin/pip install torch==2.13.0 ;; esac; \
     /opt/sluice/venv/bin/pip install "$spec"; \
     if [ -n "${SPACY_MODEL}" ]; then /opt/sluice/venv/bin/pip install "${SPACY_MODEL}"; fi; \
     rm -rf /src/gateway /src/telemetry /src/cache /src/guardrails /src/monitoring /src/dashboards /src/build /src/*.egg-info
+COPY README.md ./
 COPY gateway ./gateway
 COPY telemetry ./telemetry
 COPY cache ./cache
