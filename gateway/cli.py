@@ -14,7 +14,7 @@ from gateway.config import ConfigError, SluiceConfig, load_config
 from gateway.dashboards_cli import add_dashboards_command
 from gateway.defaults import config_from_env_keys, find_config_file, mock_config
 from gateway.mock.cli import add_mock_arguments
-from gateway.monitor_cli import add_monitor_command, add_report_drift_arguments, cmd_report_drift
+from gateway.monitor_cli import add_monitor_command, add_report_drift_arguments, cmd_report_drift, cmd_report_quality
 
 logger = logging.getLogger("sluice")
 
@@ -116,6 +116,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     `sluice report drift`: the drift monitor's latest run (gateway/monitor_cli.py)."""
     if args.what == "drift":
         return cmd_report_drift(args)
+    if args.what == "quality":
+        return cmd_report_quality(args)
     import httpx
     from telemetry.clickhouse import ChdbBusyError, open_from_config
     from telemetry.report import parse_since, report
@@ -174,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
 
     report = sub.add_parser("report", help="traffic, errors, latency, tokens, cost from ClickHouse; "
-                                           "`report drift`: the drift monitor's state")
-    report.add_argument("what", nargs="?", default="traffic", choices=["traffic", "drift"])
+                                           "`report drift`: the drift monitor's state; "
+                                           "`report quality`: evaluator scores and feedback")
+    report.add_argument("what", nargs="?", default="traffic", choices=["traffic", "drift", "quality"])
     report.add_argument("--config")
     report.add_argument("--since", default="1h", help="window: 30m, 1h, 7d, ...")
     report.add_argument("--by", default="model", choices=["model", "deployment", "tenant", "key"])

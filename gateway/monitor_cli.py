@@ -4,6 +4,7 @@
     sluice monitor baseline set --segment S [--window-s N]   pin the last N seconds as the baseline
     sluice monitor baseline clear --segment S        back to the rolling baseline
     sluice report drift [--alerting] [--events-since 1d]  the latest run: alert flags, values, events
+    sluice report quality [--since 1d]                   evaluator scores, feedback, judge vs human
 
 The traces are opened with `monitoring.store.open_trace_store`: a ClickHouse server by URL,
 the embedded chDB directly when no gateway holds it, else through the running gateway's
@@ -191,4 +192,20 @@ def cmd_report_drift(args: argparse.Namespace) -> int:
         return 1
     print(drift_report(client, database, now=datetime.now(timezone.utc), events_since=since,
                        only_alerting=args.alerting), end="")
+    return 0
+
+
+def cmd_report_quality(args: argparse.Namespace) -> int:
+    """`sluice report quality`: monitoring/feedback_report.py over the last `--since`."""
+    from monitoring.feedback_report import quality_report
+    from monitoring.store import TraceStoreUnavailable
+    from telemetry.report import parse_since
+    since = parse_since(args.since)
+    cfg = _config(args)
+    try:
+        client, database = _open_store(cfg)
+    except TraceStoreUnavailable as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 1
+    print(quality_report(client, database, now=datetime.now(timezone.utc), since=since), end="")
     return 0

@@ -63,8 +63,8 @@ class MetricOverride(_Strict):
     min_z: float | None = Field(None, ge=0)
 
 
-def _statistic(method: str, threshold: float) -> MetricSettings:
-    return MetricSettings(method=method, threshold=threshold, min_z=3.0)
+def _statistic(method: str, threshold: float, enabled: bool = True) -> MetricSettings:
+    return MetricSettings(method=method, threshold=threshold, min_z=3.0, enabled=enabled)
 
 
 def _change(method: str, threshold: float, min_delta: float, direction: Direction = "up") -> MetricSettings:
@@ -88,7 +88,7 @@ DEFAULT_METRICS: dict[str, MetricSettings] = {
     "empty_answer_rate": _change("rate_change", 1.0, 0.05),
     "json_valid_rate": _change("rate_change", 0.05, 0.05, "down"),
     "language_js": _statistic("jensen_shannon", 0.2),
-    "prompt_language_js": _statistic("jensen_shannon", 0.2),
+    "prompt_language_js": _statistic("jensen_shannon", 0.2, enabled=False),   # users' languages: opt in (cost)
     "error_rate": _change("rate_change", 1.0, 0.02),
     "latency_p50_ms": _change("quantile_change", 0.5, 50.0),
     "latency_p95_ms": _change("quantile_change", 0.5, 100.0),
@@ -96,6 +96,12 @@ DEFAULT_METRICS: dict[str, MetricSettings] = {
     "cost_per_request": _change("mean_change", 0.25, 0.0, "both"),
     "cache_hit_rate": _change("rate_change", 0.3, 0.05, "down"),
     "guardrail_block_rate": _change("rate_change", 1.0, 0.02),
+    # Quality (monitoring/feedback_drift.py): users' thumbs-up rate falling by a fifth and at
+    # least 10 points; an evaluator's mean score falling by 10% and at least 0.05 (z >= 3).
+    "feedback_positive_rate": _change("rate_change", 0.2, 0.1, "down"),
+    **{f"eval_{name}_score": MetricSettings(method="mean_change", threshold=0.1, min_delta=0.05, direction="down",
+                                            min_z=3.0)
+       for name in ("grounding", "self_consistency", "judge", "assertions")},
 }
 METRIC_KINDS: dict[str, MetricKind] = {
     name: "statistic" if name.endswith(("_auc", "_mmd", "_psi", "_js")) else "change" for name in DEFAULT_METRICS

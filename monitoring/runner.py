@@ -14,8 +14,9 @@ A run, in order:
 2. again for the segments whose baseline is pinned (windows.py);
 3. bounded samples: prompt embeddings (stored by the semantic cache, else prompt texts
    embedded here when an embedder is given) and answer/prompt texts (samples.py);
-4. every metric measured (measures.py), judged against its threshold (judge.py), and
-   alerting only after `alert_after_runs` crossings in a row (alerting.py);
+4. every metric measured (measures.py; quality scores from `feedback` and `evaluations`:
+   feedback_drift.py), judged against its threshold (judge.py), and alerting only after
+   `alert_after_runs` crossings in a row (alerting.py);
 5. events: new response models, system fingerprints, prompt fingerprints (events.py);
 6. the rows inserted, and returned.
 """
@@ -35,6 +36,7 @@ from monitoring.aggregates import SideStats, side_stats
 from monitoring.alerting import is_alerting, previous_crossings
 from monitoring.config import DEFAULT_METRICS, MonitoringConfig
 from monitoring.events import detect_events
+from monitoring.feedback_drift import existing_tables, quality_measures
 from monitoring.judge import Measurement, judge
 from monitoring.measures import from_aggregates, from_embeddings, from_texts
 from monitoring.samples import SideKey, embedding_samples, text_samples
@@ -114,6 +116,13 @@ def run_once(client, database: str, cfg: MonitoringConfig, *, now: datetime | No
             measurements += samples.embedding_measures(segment)
             measurements += samples.text_measures(segment, detectors)
             measured[segment] = measurements
+    # 4b. quality: feedback and evaluator scores, per segment (feedback_drift.py)
+    tables = existing_tables(client, database)
+    for window, group in by_baseline.items():
+        quality = quality_measures(client, database, seg_columns, current=current, baseline=window,
+                                   segments=group, tables=tables)
+        for segment, measurements in quality.items():
+            measured[segment] += measurements
     result.metrics = _judged_rows(client, database, cfg, now, current, stats, measured, by_baseline, pinned)
     result.segments = len(segments)
 
@@ -274,4 +283,5 @@ class _Samples:
         refusals = detectors.refusals() if not note else None
         languages = detectors.languages() if not note else None
         return from_texts(self._texts.get((segment, 1), []), self._texts.get((segment, 0), []),
-                          is_refusal=refusals, detect_languages=languages, note=note)
+                          is_refusal=refusals, detect_languages=languages, note=note,
+                          wanted=lambda metric: self._cfg.metric(metric).enabled)
