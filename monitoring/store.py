@@ -74,7 +74,9 @@ class CollectorTraceClient:
     """clickhouse-connect's query / command / insert, run by the collector that owns the
     embedded chDB (`telemetry.collector`, message kinds of the same names). A failing
     statement raises clickhouse-connect's DatabaseError, as a direct client would; a
-    collector that is gone raises `CollectorUnavailable` (the next call reconnects)."""
+    collector that is gone raises `CollectorUnavailable` (the next call reconnects). One
+    difference: Array(Float32) values (prompt embeddings) come as array('f') rather than
+    lists of floats, half the bytes on the socket; len(), indexing and numpy treat them alike."""
 
     def __init__(self, socket_path: Path, *, timeout_s: float = 300.0) -> None:
         self.socket_path = Path(socket_path)

@@ -10,6 +10,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import openai
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
@@ -73,6 +74,10 @@ def test_reads_and_writes_go_through_the_gateways_collector(collector_gateway):
         assert [(r[0], r[1], list(r[2])) for r in back] == \
             [(now.replace(tzinfo=None), f"n{i}", [0.5, float(i)]) for i in range(3)]
         assert int(client.command(f"SELECT count() FROM `{database}`.store_probe")) == 3
+
+        # embeddings travel as float32 arrays (half the bytes of a list of floats), values intact
+        [(vector,)] = client.query("SELECT [toFloat32(0.5), -1.25, 3] AS e").result_rows
+        assert len(vector) == 3 and np.asarray(vector, dtype=np.float32).tolist() == [0.5, -1.25, 3.0]
 
         with pytest.raises(DatabaseError, match="no_such_table"):
             client.query(f"SELECT * FROM `{database}`.no_such_table")
