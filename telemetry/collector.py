@@ -20,8 +20,9 @@ and ("metrics", worker, metrics text) (`telemetry.metrics_merge`) are answered w
 the drift monitor's reads and writes of the embedded chDB while this process owns it
 (`monitoring/store.py`, through `collector_client.CollectorCalls`), run on the writers'
 ClickHouse client with the clickhouse-connect method of that name; a query answers
-(column names, rows), Array(Float32) values as array('f') (compact; numpy takes them as is). Anyone who can connect may run SQL: the socket is 0600, its owner
-could open the chDB directory itself.
+(column names, rows), Array(Float32) values as array('f') (compact; numpy takes them as
+is). Anyone who can connect may run SQL: the socket is 0600, its owner could open the chDB
+directory itself.
 
 Acknowledgements: the collector keeps a `ClientLedger` per gateway process and a `Ticket`
 per frame, on which the writers count what became of its rows and spans. Once every
