@@ -21,6 +21,7 @@ caller's tenant (an agent run: its final answer); both ids are stored.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from gateway.runtime import Gateway
     from telemetry import RequestRecord, Telemetry
 
+log = logging.getLogger("sluice.feedback")
 FIELDS = ("request_id", "trace_id", "score", "thumbs", "kind", "comment", "correction", "user")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -104,7 +106,7 @@ def parse_feedback(body: dict[str, Any], cfg: FeedbackConfig) -> FeedbackInput:
             raise BadRequest("'score' must be a number from 0 to 1 (higher is better)", param="score")
         score = float(score)
     elif thumbs is not None:
-        if thumbs not in THUMBS:
+        if not isinstance(thumbs, str) or thumbs not in THUMBS:
             raise BadRequest("'thumbs' must be \"up\" or \"down\"", param="thumbs")
         score = THUMBS[thumbs]
     kind = body.get("kind")
@@ -178,6 +180,11 @@ class FeedbackEndpoint:
         except GatewayError as err:
             headers = [(k.encode(), v.encode()) for k, v in err.headers.items()]
             await send_bytes(send, err.status, err.body(fmt), headers)
+            return
+        except Exception:
+            log.exception("feedback: unhandled error")
+            err = GatewayError("Internal gateway error while recording feedback")
+            await send_bytes(send, err.status, err.body(fmt), [])
             return
         body = orjson.dumps({"object": "feedback", "id": row.feedback_id, "request_id": row.request_id,
                              "trace_id": row.trace_id, "status": "accepted"})
