@@ -42,17 +42,23 @@ class _Heads:
     def __init__(self, prefix: str, subjects: SubjectSet, window_ms: int, lease_ms: int) -> None:
         specs = [s.spec for s in subjects.subjects]
         self.keys = [subject_key(prefix, s.kind, s.ident, s.tenant) for s in subjects.subjects]
-        self.reserve = _head(b"EVALSHA", _SHA[RESERVE], self.keys, 3 + 5 * len(specs))
+        self.reserve = _head(b"EVALSHA", _SHA[RESERVE], self.keys, _reserve_nargs(len(specs)))
         self.reserve_args = b"".join(bulk(str(v).encode()) for v in [window_ms, lease_ms, *(
             x for spec in specs for x in (spec.rpm, spec.tpm, spec.max_parallel, spec.budget_nano, spec.period_code))])
         self.leased = tuple(bool(spec.max_parallel or spec.budget_usd) for spec in specs)
         self.settle = _head(b"EVALSHA", _SHA[SETTLE], self.keys, 3)
         self.codes = bulk(",".join(str(v) for v in [window_ms, lease_ms, *(
             x for spec, held in zip(specs, self.leased) for x in (spec.period_code, int(held)))]).encode())
-        self.peek = bulk(",".join(str(v) for v in [window_ms, lease_ms, *(spec.period_code for spec in specs)]).encode())
+        self.peek = bulk(",".join(str(v) for v in [window_ms, lease_ms, *(s.period_code for s in specs)]).encode())
 
 
 _SHA = {script: sha1(script).encode() for script in (RESERVE, SETTLE, PEEK)}
+_NO_SETTLEMENTS = bulk(b"") * 3
+
+
+def _reserve_nargs(subjects: int) -> int:
+    """window, lease, five per subject, the requests, three for settlements riding along."""
+    return 2 + 5 * subjects + 1 + 3
 
 
 def _head(verb: bytes, script: bytes, keys: list[bytes], nargs: int) -> bytes:
@@ -72,7 +78,7 @@ class _ReserveBatch:
     estimate, the way the script counted them, so Redis formats no numbers per request.
     """
 
-    __slots__ = ("limiter", "subjects", "heads", "items", "estimates", "futures", "argv")
+    __slots__ = ("limiter", "subjects", "heads", "items", "estimates", "futures", "argv", "settlements")
 
     def __init__(self, limiter: RedisLimiter, subjects: SubjectSet, heads: _Heads) -> None:
         self.limiter = limiter
@@ -82,6 +88,7 @@ class _ReserveBatch:
         self.estimates: list[Estimate] = []
         self.futures: list[asyncio.Future] = []
         self.argv = b""
+        self.settlements = 0                 # settlements riding along (counted if dropped)
 
     def add(self, estimate: Estimate, future: asyncio.Future) -> None:
         self.items.append(f"{estimate.tokens},{estimate.nano_usd}")
@@ -96,14 +103,24 @@ class _ReserveBatch:
 
     def wire(self) -> bytes:
         self.close()
-        self.argv = self.heads.reserve_args + bulk(";".join(self.items).encode())
-        return self.heads.reserve + self.argv
+        heads = self.heads
+        # the settlements queued for the same subjects ride along (applied first): under
+        # load no settle call of their own, and they free capacity sooner
+        settlements = self.limiter._pending.pop(self.subjects, None)
+        if settlements is None:
+            tail = _NO_SETTLEMENTS
+        else:
+            tail = heads.codes + settlements.args()
+            self.settlements = settlements.count
+        self.argv = heads.reserve_args + bulk(";".join(self.items).encode()) + tail
+        return heads.reserve + self.argv
 
     def on_reply(self, reply: object) -> None:
         self.close()                 # written, or its connection failed before it was
         limiter = self.limiter
         if isinstance(reply, RespError) and reply.noscript:      # Redis restarted empty: EVAL loads it
-            command = _head(b"EVAL", RESERVE.encode(), self.heads.keys, 3 + 5 * len(self.heads.leased)) + self.argv
+            heads = self.heads
+            command = _head(b"EVAL", RESERVE.encode(), heads.keys, _reserve_nargs(len(heads.leased))) + self.argv
             if limiter._client.send(command, self.on_reply):
                 return
             reply = RespUnavailable("the connection to Redis closed")
@@ -114,6 +131,8 @@ class _ReserveBatch:
             if len(answers) == len(futures) + 1:
                 self._replay(answers)
                 return
+        if self.settlements:
+            limiter._on_settle_dropped(self.settlements)
         if isinstance(reply, RespUnavailable):
             error = LimiterUnavailable(str(reply))
         else:
@@ -171,7 +190,8 @@ class _Settlements:
         self.count = 0
 
     def args(self) -> bytes:
-        groups = ";".join(f"{e},{c},{reserved},{used},{excess}" for e, (c, reserved, used, excess) in self.groups.items())
+        groups = ";".join(f"{e},{c},{reserved},{used},{excess}"
+                          for e, (c, reserved, used, excess) in self.groups.items())
         fixes = ";".join(f"{b},{d}" for b, d in self.fixes.items())
         return bulk(groups.encode()) + bulk(fixes.encode())
 

@@ -153,14 +153,76 @@ local function tokens_free_in(st, ob, cur, need, bucket, now)
 end
 """
 
-RESERVE = _COMMON + r"""
+_SETTLE = r"""
+-- Settlements of one subject set: codes "window_ms,lease_ms" then per subject
+-- ",period_code,leased (0/1)"; groups_arg the settlements summed by lease bucket,
+-- "bucket,count,est_nano,nano,excess" joined by ";" (excess: what requests used beyond
+-- their estimate, summed); fixes_arg token corrections summed by rate bucket,
+-- "bucket,delta" joined by ";". SETTLE runs it alone; RESERVE first, for the
+-- settlements that ride along with a reserve call.
+local function settle(codes, groups_arg, fixes_arg)
+  local a = {}
+  for v in string.gmatch(codes, '[^,]+') do a[#a + 1] = tonumber(v) end
+  local groups = {}
+  for e, c, en, nano, excess in string.gmatch(groups_arg, '(%d+),(%d+),(%d+),(%d+),(%d+)') do
+    groups[#groups + 1] = {tonumber(e), tonumber(c), tonumber(en), tonumber(nano), tonumber(excess)}
+  end
+  local fixes = {}
+  for b, d in string.gmatch(fixes_arg, '(%d+),(-?%d+)') do fixes[#fixes + 1] = {tonumber(b), tonumber(d)} end
+  for i = 1, #KEYS do
+    local st = KEYS[i]
+    local pid = period(a[1 + 2 * i])
+    local leased = a[2 + 2 * i] == 1
+    local f = redis.call('HMGET', st, 'pp', 'ob', 'lw')
+    if f[1] ~= pid then redis.call('HSET', st, 'pp', pid, 'sv', '0') end
+    local ob = tonumber(f[2]) or 0
+    local lw = tonumber(f[3])
+    local spent, released, settled, tokens = 0, 0, 0, 0
+    for _, g in ipairs(groups) do
+      local e, c, en, nano, excess = g[1], g[2], g[3], g[4], g[5]
+      if not leased then
+        spent = spent + nano
+      elseif lw ~= nil and e >= lw then       -- still held: release, and count what was used
+        local ln, mn = 'l' .. int(e), 'm' .. int(e)
+        local held = redis.call('HMGET', st, ln, mn)
+        local hc, hm = num(held[1]), num(held[2])
+        c, en = math.min(c, hc), math.min(en, hm)     -- (a Redis restarted empty holds none)
+        if hc - c <= 0 then redis.call('HDEL', st, ln, mn)
+        else redis.call('HSET', st, ln, int(hc - c), mn, int(hm - en)) end
+        released, settled, spent = released + en, settled + c, spent + nano
+      else
+        -- their leases ran out first and the estimates were charged then: add what exceeds them
+        spent = spent + excess
+      end
+    end
+    for _, fx in ipairs(fixes) do
+      local b, d = fx[1], fx[2]
+      if b >= ob and d ~= 0 then              -- still counted: its bucket takes the actual tokens
+        redis.call('HINCRBY', st, 't' .. int(b), int(d))
+        tokens = tokens + d
+      end
+    end
+    if released ~= 0 then redis.call('HINCRBY', st, 'rs', int(-released)) end
+    if settled ~= 0 then redis.call('HINCRBY', st, 'if', int(-settled)) end
+    if spent ~= 0 then redis.call('HINCRBY', st, 'sv', int(spent)) end
+    if tokens ~= 0 then redis.call('HINCRBY', st, 'tk', int(tokens)) end
+  end
+  return #groups
+end
+"""
+
+RESERVE = _COMMON + _SETTLE + r"""
 -- KEYS: per subject (key first, then tenant), its hash
 -- ARGV[1], ARGV[2]: window_ms, lease_ms; then per subject five: rpm, tpm, max_parallel,
 --   budget_nano, period_code (0: no limit of that kind)
--- ARGV[#ARGV]: the requests in arrival order, "est_tokens,est_nano" joined by ";"
+-- ARGV[#ARGV - 3]: the requests in arrival order, "est_tokens,est_nano" joined by ";"
+-- ARGV[#ARGV - 2 ..]: settlements of the same subjects that ride along (settle()'s three
+--   arguments; empty: none), applied first
 -- Answers "now,reset_if_counted_now" then per subject ",requests,reset,tokens,in_flight,
 -- spent,reserved,period_end" as they were before the first request (one head), then per
 -- request ";1" (admitted) or ";kind,subject,retry_ms"; the caller replays the counters.
+local narg = #ARGV
+if ARGV[narg - 2] ~= '' then settle(ARGV[narg - 2], ARGV[narg - 1], ARGV[narg]) end
 local window, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local bucket = math.max(1, math.floor(window / 60))
 local lbucket = math.max(1, math.floor(lease / 60))
@@ -210,7 +272,7 @@ for i = 1, nsub do
 end
 
 local out = {table.concat(head, ',')}
-for et, en in string.gmatch(ARGV[#ARGV], '(%d+),(%d+)') do
+for et, en in string.gmatch(ARGV[narg - 3], '(%d+),(%d+)') do
   local est_tok, est_nano = tonumber(et), tonumber(en)
   local kind, who, retry = 0, 0, 0
   for i = 1, nsub do
@@ -264,59 +326,9 @@ end
 return table.concat(out, ';')
 """
 
-SETTLE = _COMMON + r"""
--- KEYS: as for RESERVE. ARGV[1]: "window_ms,lease_ms" then per subject ",period_code,leased (0/1)".
--- ARGV[2]: the settlements summed by lease bucket: "bucket,count,est_nano,nano,excess"
---   joined by ";" (excess: what requests used beyond their estimate, summed).
--- ARGV[3]: token corrections summed by rate bucket: "bucket,delta" joined by ";".
-local a = {}
-for v in string.gmatch(ARGV[1], '[^,]+') do a[#a + 1] = tonumber(v) end
-local bucket = math.max(1, math.floor(a[1] / 60))
-local groups = {}
-for e, c, en, nano, excess in string.gmatch(ARGV[2], '(%d+),(%d+),(%d+),(%d+),(%d+)') do
-  groups[#groups + 1] = {tonumber(e), tonumber(c), tonumber(en), tonumber(nano), tonumber(excess)}
-end
-local fixes = {}
-for b, d in string.gmatch(ARGV[3], '(%d+),(-?%d+)') do fixes[#fixes + 1] = {tonumber(b), tonumber(d)} end
-for i = 1, #KEYS do
-  local st = KEYS[i]
-  local pid = period(a[1 + 2 * i])
-  local leased = a[2 + 2 * i] == 1
-  local f = redis.call('HMGET', st, 'pp', 'ob', 'lw')
-  if f[1] ~= pid then redis.call('HSET', st, 'pp', pid, 'sv', '0') end
-  local ob = tonumber(f[2]) or 0
-  local lw = tonumber(f[3])
-  local spent, released, settled, tokens = 0, 0, 0, 0
-  for _, g in ipairs(groups) do
-    local e, c, en, nano, excess = g[1], g[2], g[3], g[4], g[5]
-    if not leased then
-      spent = spent + nano
-    elseif lw ~= nil and e >= lw then       -- still held: release, and count what was used
-      local ln, mn = 'l' .. int(e), 'm' .. int(e)
-      local held = redis.call('HMGET', st, ln, mn)
-      local hc, hm = num(held[1]), num(held[2])
-      c, en = math.min(c, hc), math.min(en, hm)     -- (a Redis restarted empty holds none)
-      if hc - c <= 0 then redis.call('HDEL', st, ln, mn)
-      else redis.call('HSET', st, ln, int(hc - c), mn, int(hm - en)) end
-      released, settled, spent = released + en, settled + c, spent + nano
-    else
-      -- their leases ran out first and the estimates were charged then: add what exceeds them
-      spent = spent + excess
-    end
-  end
-  for _, fx in ipairs(fixes) do
-    local b, d = fx[1], fx[2]
-    if b >= ob and d ~= 0 then              -- still counted: its bucket takes the actual tokens
-      redis.call('HINCRBY', st, 't' .. int(b), int(d))
-      tokens = tokens + d
-    end
-  end
-  if released ~= 0 then redis.call('HINCRBY', st, 'rs', int(-released)) end
-  if settled ~= 0 then redis.call('HINCRBY', st, 'if', int(-settled)) end
-  if spent ~= 0 then redis.call('HINCRBY', st, 'sv', int(spent)) end
-  if tokens ~= 0 then redis.call('HINCRBY', st, 'tk', int(tokens)) end
-end
-return #groups
+SETTLE = _COMMON + _SETTLE + r"""
+-- KEYS: as for RESERVE. ARGV[1], ARGV[2], ARGV[3]: settle()'s codes, groups_arg, fixes_arg.
+return settle(ARGV[1], ARGV[2], ARGV[3])
 """
 
 PEEK = _COMMON + r"""
