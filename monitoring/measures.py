@@ -58,6 +58,7 @@ def _expand(histogram: dict[int, int]) -> np.ndarray:
 
 
 LANGUAGE_CHARS = 400         # a text's language shows in its first sentences; detection cost grows with length
+AUC_FOLDS = 3                # 3 fits a segment, not 5: the fits were a run's largest Python cost at 72 segments
 MMD_PERMUTATIONS = 20
 MMD_PERMUTATION_ROWS = 200   # per side, for the permutation null
 
@@ -114,14 +115,18 @@ def from_aggregates(cur: SideStats, base: SideStats) -> list[Measurement]:
 
 def from_texts(cur: Sequence[tuple[str, str]], base: Sequence[tuple[str, str]], *,
                is_refusal: Callable[[list[str]], list[bool]] | None,
-               detect_languages: Callable[[list[str]], list[str]] | None, note: str = "") -> list[Measurement]:
-    """refusal_rate, language_js (answers) and prompt_language_js from sampled texts."""
+               detect_languages: Callable[[list[str]], list[str]] | None, note: str = "",
+               wanted: Callable[[str], bool] = lambda metric: True) -> list[Measurement]:
+    """refusal_rate, language_js (answers) and prompt_language_js from sampled texts (the
+    `wanted` ones: detectors cost time per text)."""
     cur_answers = [c for _, c in cur if c]
     base_answers = [c for _, c in base if c]
     cur_prompts = [p for p, _ in cur if p]
     base_prompts = [p for p, _ in base if p]
     out: list[Measurement] = []
-    if is_refusal is None or note:
+    if not wanted("refusal_rate"):
+        pass
+    elif is_refusal is None or note:
         out.append(Measurement("refusal_rate", None, None, len(cur_answers), len(base_answers),
                                note or "refusal detector unavailable"))
     else:
@@ -130,6 +135,8 @@ def from_texts(cur: Sequence[tuple[str, str]], base: Sequence[tuple[str, str]], 
                          "no answer text logged"))
     for metric, cur_texts, base_texts in (("language_js", cur_answers, base_answers),
                                           ("prompt_language_js", cur_prompts, base_prompts)):
+        if not wanted(metric):
+            continue
         if detect_languages is None or note:
             out.append(Measurement(metric, None, None, len(cur_texts), len(base_texts),
                                    note or "language detector unavailable"))
@@ -154,7 +161,7 @@ def from_embeddings(cur: np.ndarray | None, base: np.ndarray | None, *, seed: in
         why = f"embedding dimensions differ ({cur.shape[1]} vs {base.shape[1]}): the embedder changed"
         return [Measurement(m, None, None, n_cur, n_base, why) for m in ("prompt_embedding_auc",
                                                                           "prompt_embedding_mmd")]
-    auc = statistics.classifier_auc(cur, base, seed=seed, max_samples=max_samples)
+    auc = statistics.classifier_auc(cur, base, seed=seed, max_samples=max_samples, folds=AUC_FOLDS)
     distance = statistics.mmd(cur, base, seed=seed, max_samples=max_samples)
     n1, n2 = min(n_cur, max_samples), min(n_base, max_samples)
     auc_z = (auc - 0.5) / math.sqrt((n1 + n2 + 1) / (12.0 * n1 * n2)) if math.isfinite(auc) else None

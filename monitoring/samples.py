@@ -24,6 +24,25 @@ def _key(row: dict) -> SideKey:
                     row["seg_prompt_fingerprint"]), int(row["side"]))
 
 
+def _sampled_sql(database: str, columns: SegmentColumns, where: str, condition: str, payload: str) -> str:
+    """Two phases, so that the sort never carries text: the inner query orders only
+    (segment, side, hash, request_id) and keeps n ids per segment and side; the outer one
+    reads the payload columns of those rows alone. (One query sorting the texts themselves
+    took 30 s over 1M rows, `python -m bench monitor`.)"""
+    return f"""
+SELECT {columns.select()}, {side_expression()} AS side, {payload}
+FROM `{database}`.llm_requests
+WHERE {where} AND {condition} AND request_id IN (
+    SELECT request_id FROM (
+        SELECT {columns.select()}, {side_expression()} AS side, request_id
+        FROM `{database}`.llm_requests
+        WHERE {where} AND {condition}
+        ORDER BY cityHash64(request_id, {{seed:UInt64}})
+        LIMIT {{n:UInt32}} BY {columns.group()}, side))
+ORDER BY cityHash64(request_id, {{seed:UInt64}})
+LIMIT {{n:UInt32}} BY {columns.group()}, side"""
+
+
 def embedding_samples(client, database: str, columns: SegmentColumns, *, current: Range, baseline: Range,
                       operations: list[str], segments: list[Segment], n: int, seed: int
                       ) -> dict[SideKey, np.ndarray]:
@@ -33,12 +52,7 @@ def embedding_samples(client, database: str, columns: SegmentColumns, *, current
     parameters = window_parameters(current, baseline, operations)
     where = window_filter(columns) + segment_filter(columns, segments, parameters)
     parameters.update(n=n, seed=seed)
-    sql = f"""
-SELECT {columns.select()}, {side_expression()} AS side, prompt_embedding
-FROM `{database}`.llm_requests
-WHERE {where} AND length(prompt_embedding) > 0
-ORDER BY cityHash64(request_id, {{seed:UInt64}})
-LIMIT {{n:UInt32}} BY {columns.group()}, side"""
+    sql = _sampled_sql(database, columns, where, "notEmpty(prompt_embedding)", "prompt_embedding")
     grouped: dict[SideKey, list] = {}
     for row in client.query(sql, parameters=parameters).named_results():
         grouped.setdefault(_key(row), []).append(row["prompt_embedding"])
@@ -61,15 +75,12 @@ def text_samples(client, database: str, columns: SegmentColumns, *, current: Ran
     parameters = window_parameters(current, baseline, operations)
     where = window_filter(columns) + segment_filter(columns, segments, parameters)
     parameters.update(n=n, seed=seed)
-    sql = f"""
-SELECT {columns.select()}, {side_expression()} AS side,
-    substring(prompt_text, 1, {PROMPT_CHARS}) AS prompt, substring(completion_text, 1, {COMPLETION_CHARS}) AS completion
-FROM `{database}`.llm_requests
-WHERE {where} AND status_code < 400 AND error_type = '' AND cache_status NOT IN ('hit', 'semantic-hit')
-    AND (prompt_text != '' OR completion_text != '')
-ORDER BY cityHash64(request_id, {{seed:UInt64}})
-LIMIT {{n:UInt32}} BY {columns.group()}, side"""
+    condition = ("status_code < 400 AND error_type = '' AND cache_status NOT IN ('hit', 'semantic-hit') "
+                 "AND (notEmpty(prompt_text) OR notEmpty(completion_text))")
+    payload = (f"substring(prompt_text, 1, {PROMPT_CHARS}) AS prompt, "
+               f"substring(completion_text, 1, {COMPLETION_CHARS}) AS completion")
     out: dict[SideKey, list[tuple[str, str]]] = {}
-    for row in client.query(sql, parameters=parameters).named_results():
+    for row in client.query(_sampled_sql(database, columns, where, condition, payload),
+                            parameters=parameters).named_results():
         out.setdefault(_key(row), []).append((row["prompt"], row["completion"]))
     return out

@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 DRIFT_METRICS = "drift_metrics"
@@ -109,7 +109,7 @@ class DriftRow:
     note: str
 
     def as_row(self) -> tuple:
-        return astuple(self)
+        return tuple(getattr(self, name) for name in DRIFT_COLUMNS)   # astuple deep-copies: 10x slower
 
 
 @dataclass(slots=True)
@@ -128,7 +128,7 @@ class ModelEvent:
     alerting: int
 
     def as_row(self) -> tuple:
-        return astuple(self)
+        return tuple(getattr(self, name) for name in EVENT_COLUMNS)
 
 
 DRIFT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(DriftRow))
