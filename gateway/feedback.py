@@ -21,10 +21,12 @@ caller's tenant (an agent run: its final answer); both ids are stored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -130,7 +132,12 @@ class FeedbackService:
     def __init__(self, cfg: FeedbackConfig, telemetry: Telemetry) -> None:
         self.cfg = cfg
         self.store = FeedbackStore(cfg, telemetry, telemetry.metrics.registry)
-        self.implicit = ImplicitFeedback(cfg.implicit)
+        self._redis = None
+        if cfg.implicit.redis_url:
+            from gateway.quota.directory import redis_client
+            self._redis = redis_client(cfg.implicit.redis_url, 1.0)
+        self.implicit = ImplicitFeedback(cfg.implicit, self._redis)
+        self._pending: set[asyncio.Task] = set()
 
     def observe(self, ctx: RequestContext, rec: RequestRecord | None) -> None:
         """A finished request (on the event loop, after its answer): remember it for
@@ -140,11 +147,24 @@ class FeedbackService:
         rated = RatedRequest(rec.request_id, rec.trace_id, rec.tenant, rec.public_model, rec.deployment,
                              rec.prompt_fingerprint)
         self.store.recent.add(rated)
-        for row in self.implicit.observe(ctx, rated):
+        rows, pending = self.implicit.observe(ctx, rated)
+        for row in rows:
+            self.store.write(row)
+        if pending is not None:                              # the regenerate check in Redis
+            task = asyncio.ensure_future(self._write_when_known(pending))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _write_when_known(self, pending: Coroutine[Any, Any, list[FeedbackRow]]) -> None:
+        for row in await pending:
             self.store.write(row)
 
     async def aclose(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=2.0)
         await self.store.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
 
 
 class FeedbackEndpoint:

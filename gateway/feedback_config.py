@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -28,8 +28,19 @@ class ImplicitSignals(_Strict):
     # Only requests that name their end user (OpenAI `user`, Anthropic `metadata.user_id`):
     # without one, two people asking the same question through one key look like a regenerate.
     require_user: bool = True
+    # Where the remembered conversations live: None keeps them in this process's memory
+    # (a regenerate landing on another replica or worker is not seen); a Redis URL shares
+    # them between replicas (one SET ... GET per remembered request, off the request path).
+    redis_url: str | None = None
     # A stream the client left before its end (status 499): kind `abandon`, no score.
     abandon: bool = True
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
 
 
 class FeedbackConfig(_Strict):

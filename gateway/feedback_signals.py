@@ -16,17 +16,21 @@
 
 State is an in-memory LRU per process (`regenerate_max_entries` conversations, ~150 bytes
 each): a regenerate that lands on another replica, or another `--workers` process, is not
-seen (docs/monitoring.md, "Feedback").
+seen. With `feedback.implicit.redis_url` the same state lives in Redis, one key per
+conversation expiring after the window, shared by every replica (docs/monitoring.md,
+"Feedback").
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
 from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -36,7 +40,9 @@ from gateway.feedback_store import RatedRequest
 from gateway.types import Operation, WireFormat
 from telemetry.feedback import FeedbackRow
 
+log = logging.getLogger("sluice.feedback")
 ANSWERED = (200, 499)
+REDIS_PREFIX = "sluice:regenerate:"
 
 
 class _Answered(NamedTuple):
@@ -81,47 +87,80 @@ def conversation_digest(ctx: RequestContext, user: str) -> bytes | None:
 
 
 class ImplicitFeedback:
-    """Turns finished requests into implicit feedback rows (called once per request)."""
+    """Turns finished requests into implicit feedback rows (called once per request).
 
-    def __init__(self, cfg: ImplicitSignals) -> None:
+    `observe` returns the rows it can tell at once and, with a Redis store, a coroutine
+    that finds the regenerate (the caller runs it as a tracked task, off the request)."""
+
+    def __init__(self, cfg: ImplicitSignals, redis: Any = None) -> None:
         self.cfg = cfg
         self._answered: OrderedDict[bytes, _Answered] = OrderedDict()
+        self._redis = redis                 # redis.asyncio.Redis, or None: this process's LRU
+        self.redis_errors = 0
 
-    def observe(self, ctx: RequestContext, rated: RatedRequest) -> list[FeedbackRow]:
+    def observe(self, ctx: RequestContext, rated: RatedRequest
+                ) -> tuple[list[FeedbackRow], Coroutine[Any, Any, list[FeedbackRow]] | None]:
         if ctx.operation is not Operation.CHAT or ctx.principal.evaluator or ctx.status not in ANSWERED:
-            return []
+            return [], None
         rows: list[FeedbackRow] = []
         user = end_user(ctx)
+        key_id = ctx.principal.key_id
         if self.cfg.abandon and ctx.status == 499 and ctx.stream:
-            rows.append(_row(ctx, rated, user, "abandon", None))
-        if self.cfg.regenerate and (user or not self.cfg.require_user):
-            earlier = self._remember(ctx, rated, user)
-            if earlier is not None:
-                rows.append(_row(ctx, earlier.rated, earlier.user, "regenerate", 0.0))
-        return rows
-
-    def _remember(self, ctx: RequestContext, rated: RatedRequest, user: str) -> _Answered | None:
-        """Remember this answered conversation; the earlier answer it regenerates, if any."""
+            rows.append(_row(key_id, rated, user, "abandon", None))
+        if not self.cfg.regenerate or not (user or not self.cfg.require_user):
+            return rows, None
         digest = conversation_digest(ctx, user)
         if digest is None:
-            return None
-        now = time.time()
-        started = ctx.start_ns / 1e9
+            return rows, None
+        answered, started = _Answered(rated, time.time(), user), ctx.start_ns / 1e9
+        if self._redis is not None:
+            return rows, self._regenerated_in_redis(digest, answered, started, key_id)
+        earlier = self._swap(digest, answered)
+        if self._regenerates(earlier, started):
+            rows.append(_row(key_id, earlier.rated, earlier.user, "regenerate", 0.0))
+        return rows, None
+
+    def _regenerates(self, earlier: _Answered | None, started: float) -> bool:
+        """A regenerate: started after the earlier answer finished, within the window."""
+        return earlier is not None and earlier.finished <= started <= earlier.finished + self.cfg.regenerate_window_s
+
+    def _swap(self, digest: bytes, answered: _Answered) -> _Answered | None:
+        """Remember this answered conversation (LRU); the one it replaces, if any."""
         earlier = self._answered.pop(digest, None)
-        self._answered[digest] = _Answered(rated, now, user)
+        self._answered[digest] = answered
         while len(self._answered) > self.cfg.regenerate_max_entries:
             self._answered.popitem(last=False)
-        if earlier is None or started < earlier.finished or started - earlier.finished > self.cfg.regenerate_window_s:
-            return None
         return earlier
+
+    async def _regenerated_in_redis(self, digest: bytes, answered: _Answered, started: float,
+                                    key_id: str) -> list[FeedbackRow]:
+        """The same swap in Redis, shared by every replica: one `SET key value PX window GET`
+        (atomic: of two replicas seeing the same conversation, each gets the other's)."""
+        value = orjson.dumps([*answered.rated, answered.finished, answered.user])
+        try:
+            old = await self._redis.set(REDIS_PREFIX + digest.hex(), value, get=True,
+                                        px=int(self.cfg.regenerate_window_s * 1000))
+        except Exception as exc:
+            self.redis_errors += 1
+            if self.redis_errors == 1 or self.redis_errors % 1000 == 0:
+                log.warning("feedback: regenerate state in Redis unavailable (%d errors so far): %s: %s",
+                            self.redis_errors, type(exc).__name__, str(exc)[:200])
+            return []
+        if old is None:
+            return []
+        *fields, finished, user = orjson.loads(old)
+        earlier = _Answered(RatedRequest(*fields), float(finished), user)
+        if not self._regenerates(earlier, started):
+            return []
+        return [_row(key_id, earlier.rated, earlier.user, "regenerate", 0.0)]
 
     def __len__(self) -> int:
         return len(self._answered)
 
 
-def _row(ctx: RequestContext, rated: RatedRequest, user: str, kind: str, score: float | None) -> FeedbackRow:
+def _row(key_id: str, rated: RatedRequest, user: str, kind: str, score: float | None) -> FeedbackRow:
     return FeedbackRow(
         ts=datetime.now(timezone.utc), feedback_id=os.urandom(12).hex(), request_id=rated.request_id,
-        trace_id=rated.trace_id, tenant=rated.tenant, key_id=ctx.principal.key_id, user=user,
+        trace_id=rated.trace_id, tenant=rated.tenant, key_id=key_id, user=user,
         source="implicit", kind=kind, score=score, comment="", correction="", public_model=rated.public_model,
         deployment=rated.deployment, prompt_fingerprint=rated.prompt_fingerprint)

@@ -253,3 +253,51 @@ def test_no_feedback_endpoint_without_telemetry(primary):
         assert "/v1/feedback" not in httpx.get(f"{gw.url}/openapi.json").json()["paths"]
     finally:
         gw.stop()
+
+
+def test_regenerates_are_seen_across_replicas_sharing_redis(primary, chdb_url, ch, redis_plain):
+    """Two gateways (replicas) with `feedback.implicit.redis_url`: the answer comes from one,
+    the regenerate goes to the other."""
+    database = f"gw_feedback_redis_{next(_db)}"
+    cfg = {"telemetry": {"clickhouse_url": chdb_url, "database": database, "flush_interval_s": 0.05,
+                         "writer": "thread"},
+           "cache": {"enabled": False}, "keys": [{"key": KEY_A, "tenant": "team-a", "name": "a"}],
+           "providers": {"primary": {"type": "openai", "base_url": f"{primary.url}/v1", "api_key": PRIMARY_KEY}},
+           "models": {"gpt": {"deployments": [{"provider": "primary", "model": "m1"}]}},
+           "feedback": {"implicit": {"regenerate_window_s": 30, "redis_url": redis_plain.url}}}
+    one, two = start_gateway(cfg), start_gateway(cfg)
+    try:
+        messages = [{"role": "user", "content": f"a question for two replicas {database}"}]
+        first = client(one, KEY_A).chat.completions.with_raw_response.create(
+            model="gpt", messages=messages, user="roamer").headers["x-sluice-request-id"]
+        client(two, KEY_A).chat.completions.create(model="gpt", messages=messages, user="roamer")
+        client(two, KEY_A).chat.completions.create(model="gpt", messages=messages, user="someone-else")
+        [row] = feedback_rows(ch, database, "kind = 'regenerate'")
+        assert (row["request_id"], row["user"], row["score"], row["source"]) == (first, "roamer", 0.0, "implicit")
+        time.sleep(0.3)
+        assert len(feedback_rows(ch, database, "kind = 'regenerate'")) == 1
+    finally:
+        one.stop()
+        two.stop()
+        ch.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def test_redis_down_loses_the_signal_not_the_answer(primary, chdb_url, ch):
+    database = f"gw_feedback_noredis_{next(_db)}"
+    gw = start_gateway({
+        "telemetry": {"clickhouse_url": chdb_url, "database": database, "flush_interval_s": 0.05, "writer": "thread"},
+        "cache": {"enabled": False},
+        "providers": {"primary": {"type": "openai", "base_url": f"{primary.url}/v1", "api_key": PRIMARY_KEY}},
+        "models": {"gpt": {"deployments": [{"provider": "primary", "model": "m1"}]}},
+        "feedback": {"implicit": {"redis_url": "redis://127.0.0.1:1"}}})
+    try:
+        oai = client(gw, "any")
+        for _ in range(2):
+            oai.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hello"}], user="u")
+        deadline = time.monotonic() + 5
+        while gw.gateway.feedback.implicit.redis_errors < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.gateway.feedback.implicit.redis_errors == 2
+    finally:
+        gw.stop()
+        ch.command(f"DROP DATABASE IF EXISTS `{database}`")
