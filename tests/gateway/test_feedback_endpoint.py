@@ -301,3 +301,39 @@ def test_redis_down_loses_the_signal_not_the_answer(primary, chdb_url, ch):
     finally:
         gw.stop()
         ch.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def test_feedback_through_the_collector_process(primary, tmp_path):
+    """The default `telemetry.writer: process`: look-ups and inserts are run by the collector
+    that owns the embedded chDB (here: in a data directory of its own)."""
+    from monitoring.store import CollectorTraceClient
+    from telemetry.collector import socket_path_for
+
+    data_dir = tmp_path / "data"
+    gw = start_gateway({
+        "data_dir": str(data_dir), "telemetry": {"flush_interval_s": 0.05}, "cache": {"enabled": False},
+        "keys": [{"key": KEY_A, "tenant": "team-a", "name": "a"}, {"key": KEY_B, "tenant": "team-b", "name": "b"}],
+        "providers": {"primary": {"type": "openai", "base_url": f"{primary.url}/v1", "api_key": PRIMARY_KEY}},
+        "models": {"gpt": {"deployments": [{"provider": "primary", "model": "m1"}]}}})
+    try:
+        trace = CollectorTraceClient(socket_path_for(data_dir), timeout_s=10)
+        request_id = chat(gw, KEY_A, "through the collector")["x-sluice-request-id"]
+        deadline = time.monotonic() + 10
+        while not trace.query("SELECT count() FROM sluice.llm_requests WHERE request_id = {r:String}",
+                              parameters={"r": request_id}).result_rows[0][0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        store = gw.gateway.feedback.store
+        store.recent = RecentRequests(0)
+        assert post_feedback(gw, KEY_B, {"request_id": request_id, "thumbs": "up"}).status_code == 404
+        ok = post_feedback(gw, KEY_A, {"request_id": request_id, "thumbs": "down", "kind": "report",
+                                       "comment": "wrong city"})
+        assert ok.status_code == 202, ok.text
+        deadline = time.monotonic() + 10
+        while not (rows := trace.query("SELECT tenant, kind, score, comment, public_model FROM sluice.feedback").result_rows):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert [tuple(r) for r in rows] == [("team-a", "report", 0.0, "wrong city", "gpt")]
+        trace.close()
+    finally:
+        gw.stop()
