@@ -17,9 +17,11 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from monitoring.config import MonitoringConfig
 from monitoring.feedback_report import quality_report
+from monitoring.metrics import MonitorMetrics
 from monitoring.runner import run_once
 from telemetry.feedback import FEEDBACK_COLUMNS, FeedbackRow
 from monitoring.evaluators.table import EVALUATION_COLUMNS, EvaluationRow
@@ -114,6 +116,14 @@ def test_a_drop_in_thumbs_up_and_grounding_alerts_after_consecutive_runs(ch, db)
                       f"('feedback_positive_rate', 'eval_grounding_score')",
                       parameters={"ts": NOW.replace(tzinfo=None)}).result_rows
     assert sorted(stored) == [("eval_grounding_score", 1), ("feedback_positive_rate", 1)]
+    # and the gauges the monitor exports (bounded labels: metric, model, deployment)
+    registry = CollectorRegistry()
+    MonitorMetrics(registry).observe(second)
+    text = generate_latest(registry).decode()
+    for name in ("feedback_positive_rate", "eval_grounding_score"):
+        line = next(line for line in text.splitlines()
+                    if line.startswith("sluice_drift_alerting{") and f'metric="{name}"' in line)
+        assert 'public_model="gpt"' in line and line.endswith(" 1.0") and "fp1" not in line
 
 
 def test_stable_quality_does_not_cross(ch, db):
