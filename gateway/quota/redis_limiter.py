@@ -78,7 +78,7 @@ class _ReserveBatch:
     estimate, the way the script counted them, so Redis formats no numbers per request.
     """
 
-    __slots__ = ("limiter", "subjects", "heads", "items", "estimates", "futures", "argv", "settlements")
+    __slots__ = ("limiter", "subjects", "heads", "items", "estimates", "futures", "argv", "riding", "settlements")
 
     def __init__(self, limiter: RedisLimiter, subjects: SubjectSet, heads: _Heads) -> None:
         self.limiter = limiter
@@ -88,7 +88,8 @@ class _ReserveBatch:
         self.estimates: list[Estimate] = []
         self.futures: list[asyncio.Future] = []
         self.argv = b""
-        self.settlements = 0                 # settlements riding along (counted if dropped)
+        self.riding: _Settlements | None = None   # settlements due when it was still open: they ride along
+        self.settlements = 0                 # how many rode along (counted if dropped)
 
     def add(self, estimate: Estimate, future: asyncio.Future) -> None:
         self.items.append(f"{estimate.tokens},{estimate.nano_usd}")
@@ -104,9 +105,7 @@ class _ReserveBatch:
     def wire(self) -> bytes:
         self.close()
         heads = self.heads
-        # the settlements queued for the same subjects ride along (applied first): under
-        # load no settle call of their own, and they free capacity sooner
-        settlements = self.limiter._pending.pop(self.subjects, None)
+        settlements = self.riding
         if settlements is None:
             tail = _NO_SETTLEMENTS
         else:
@@ -307,6 +306,12 @@ class RedisLimiter:
         self._flush_handle = None
         pending, self._pending = self._pending, {}
         for subjects, settlements in pending.items():
+            batch = self._open.get(subjects)
+            if batch is not None and batch.riding is None:
+                # a reserve call for the same subjects is about to leave (this turn, or after
+                # the call on its way): they ride along, applied first, no call of their own
+                batch.riding = settlements
+                continue
             heads: _Heads = subjects.cache
             args = heads.codes + settlements.args()
             if not self._client.send(heads.settle + args, self._settled(heads, args, settlements.count)):

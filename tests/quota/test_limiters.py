@@ -272,13 +272,13 @@ async def test_a_unix_socket_url_reaches_redis(tmp_path):
 
 
 async def test_settlements_ride_along_with_the_next_reserve(redis_server, prefix):
-    """A settlement queued for the same subjects leaves with the next reserve call, and is
-    applied before it: the slot it frees is free for that reserve, and no settle call of
-    its own is sent."""
+    """Settlements that fall due while a reserve call for the same subjects is still open
+    leave with it, applied before it: the slot they free is free for that reserve, and no
+    settle call of their own is sent."""
     import redis as redis_py
 
     lim = RedisLimiter(redis_server.url, "test", prefix=prefix, window_s=60, lease_s=900, timeout_s=0.5,
-                       retry_after_s=0.2, settle_interval_s=1.0)       # the timer would send it a second later
+                       retry_after_s=0.2, settle_interval_s=1.0)
     await lim.start()
     ss = subjects(QuotaSpec(max_parallel=1, budget_usd=1.0, period="day"))
     est = Estimate(10, 20, 1000)
@@ -288,7 +288,11 @@ async def test_settlements_ride_along_with_the_next_reserve(redis_server, prefix
         first = await lim.reserve(ss, "r0", est)
         assert first.admitted
         lim.settle(Reservation(ss, "r0", first.now_ms, est), 25, 700)
-        second = await lim.reserve(ss, "r1", est)
+        second = asyncio.ensure_future(lim.reserve(ss, "r1", est))
+        await asyncio.sleep(0)              # r1's call is open: built, not yet written
+        lim._flush_handle.cancel()
+        lim._flush()                        # the settle timer falls due now
+        second = await second
         assert second.admitted                                         # r0's slot was released first
         state = second.states[0]
         assert (state.in_flight, state.spent_nano, state.reserved_nano) == (1, 700, 1000)
