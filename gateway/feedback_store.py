@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client import Counter
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.feedback")
 _BATCH = 1000
 _WRITE_TIMEOUT_S = 30.0
+_LOOKUP_THREADS = 4
 
 
 class RatedRequest(NamedTuple):
@@ -87,6 +89,7 @@ class FeedbackStore:
         self._queue: deque[tuple] = deque()
         self._task: asyncio.Task | None = None
         self._clients: dict[str, Any] = {}
+        self._lookups = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="sluice-feedback-lookup")
         self.dropped = 0
         self.written = 0
         self._signals = Counter("sluice_feedback_total", "Feedback recorded, by source (explicit | implicit), "
@@ -106,9 +109,13 @@ class FeedbackStore:
         if not self._tel.enabled:
             raise FeedbackUnavailable("telemetry is disabled: there are no requests to rate")
         timeout = self.cfg.lookup_timeout_s
+        # Threads of their own: a look-up that outlives its timeout keeps its thread until
+        # ClickHouse answers, and a hung server must not take the threads the gateway's other
+        # blocking work shares (look-ups queued behind them time out: 503).
+        loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(self._lookup, tenant, request_id, trace_id), timeout)
+                loop.run_in_executor(self._lookups, self._lookup, tenant, request_id, trace_id), timeout)
         except asyncio.TimeoutError:
             raise FeedbackUnavailable(f"the request log did not answer within {timeout:g} s") from None
         except Exception as exc:
@@ -200,6 +207,7 @@ class FeedbackStore:
                 self._task.cancel()
             self._drop(len(self._queue), "shutdown")
             self._queue.clear()
+        self._lookups.shutdown(wait=False, cancel_futures=True)
         for client in self._clients.values():
             client.close()
 

@@ -35,7 +35,7 @@ def fed(primary, chdb_url, ch):
         "models": {"gpt": {"deployments": [{"provider": "primary", "model": "m1"}]},
                    "slow": {"deployments": [{"provider": "slow", "model": "m1"}]}},
         "router": {"retries": 0},
-        "feedback": {"implicit": {"regenerate_window_s": 30}, "max_comment_chars": 50},
+        "feedback": {"implicit": {"regenerate_window_s": 30}, "max_comment_chars": 50, "lookup_timeout_s": 0.5},
     })
     yield gw, database
     gw.stop()
@@ -182,6 +182,21 @@ def test_clickhouse_unavailable_is_a_503_with_retry_after(fed, monkeypatch):
     assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
     assert resp.json()["error"]["code"] == "feedback_unavailable"
     assert "down" not in resp.json()["error"]["message"]        # the internal error stays in the log
+
+
+def test_a_slow_request_log_is_a_503_within_the_timeout(fed, monkeypatch):
+    gw, _ = fed
+    store = gw.gateway.feedback.store
+
+    def slow(tenant, request_id, trace_id):
+        time.sleep(1.5)
+        return None
+
+    monkeypatch.setattr(store, "_lookup", slow)
+    started = time.monotonic()
+    resp = post_feedback(gw, KEY_A, {"request_id": "d" * 24, "thumbs": "up"})
+    assert resp.status_code == 503 and "within 0.5 s" in resp.json()["error"]["message"]
+    assert time.monotonic() - started < 1.4
 
 
 def test_regenerate_is_recorded_for_the_earlier_answer(fed, ch):
