@@ -52,6 +52,7 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 THUMBS = {"up": 1.0, "down": 0.0}
+MAX_PENDING_CHECKS = 1000       # regenerate checks waiting on Redis; past it they are skipped
 
 
 class RatedRequestNotFound(GatewayError):
@@ -151,6 +152,10 @@ class FeedbackService:
         for row in rows:
             self.store.write(row)
         if pending is not None:                              # the regenerate check in Redis
+            if len(self._pending) >= MAX_PENDING_CHECKS:         # Redis this slow: skip, counted
+                pending.close()
+                self.implicit.redis_errors += 1
+                return
             task = asyncio.ensure_future(self._write_when_known(pending))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
