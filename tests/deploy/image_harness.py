@@ -82,11 +82,22 @@ def build(tag: str, *, extras: str, bake_embeddings: bool = False, spacy_model: 
     cmd = ["buildah", "bud", "--isolation", "chroot", "--layers", "-t", tag, *_harness_mounts()]
     for k, v in args.items():
         cmd += ["--build-arg", f"{k}={v}"]
+    previous = _image_id(tag)
     started = time.monotonic()
     result = subprocess.run([*cmd, str(ROOT)], capture_output=True, text=True, timeout=3600)
     if result.returncode != 0:
         raise RuntimeError(f"buildah bud failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return time.monotonic() - started
+    elapsed = time.monotonic() - started
+    if previous and previous != _image_id(tag):
+        # The last build of this tag is now untagged: drop it (GBs for [all]) unless a
+        # cached layer still needs it (then rmi refuses, and it stays).
+        subprocess.run(["podman", "rmi", previous], capture_output=True)
+    return elapsed
+
+
+def _image_id(tag: str) -> str | None:
+    result = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True)
+    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def image_config(tag: str) -> dict:
