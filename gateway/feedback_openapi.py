@@ -53,14 +53,17 @@ def feedback_schemas(cfg: FeedbackConfig) -> dict[str, Any]:
     }
 
 
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
 def feedback_paths(server_errors: dict[str, Any]) -> dict[str, Any]:
-    error = {"application/json": {"schema": {"$ref": "#/components/schemas/AnyError"}}}
+    error = _json("AnyError")
     responses = {"202": {"description": "Verified and queued for the feedback table",
-                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackAccepted"}}}},
+                         "content": _json("FeedbackAccepted")},
                  **{status: {"description": text, "content": error} for status, text in _ERRORS.items()},
                  **server_errors}
     return {"/v1/feedback": {"post": {
         "summary": "Rate an answer (stored in the feedback table; docs/monitoring.md, Feedback)",
-        "requestBody": {"required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}}},
+        "requestBody": {"required": True, "content": _json("FeedbackRequest")},
         "responses": responses}}}

@@ -15,10 +15,10 @@
   gateway/answer.py): kind `abandon`, no score (the user may have read enough).
 
 State is an in-memory LRU per process (`regenerate_max_entries` conversations; with the
-recent-request index ~12 MB at the defaults, measured): a regenerate that lands on another replica, or another `--workers` process, is not
-seen. With `feedback.implicit.redis_url` the same state lives in Redis, one key per
-conversation expiring after the window, shared by every replica (docs/monitoring.md,
-"Feedback").
+recent-request index ~13 MB at the defaults, measured): a regenerate that lands on another
+replica, or another `--workers` process, is not seen. With `feedback.implicit.redis_url`
+the same state lives in Redis, one key per conversation expiring after the window, shared
+by every replica (docs/monitoring.md, "Feedback").
 """
 
 from __future__ import annotations

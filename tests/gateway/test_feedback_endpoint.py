@@ -126,7 +126,8 @@ def test_a_key_rates_its_own_tenants_requests_only(fed, ch):
     assert theirs.status_code == unknown.status_code == 404
     assert theirs.json()["error"]["code"] == unknown.json()["error"]["code"] == "request_not_found"
     assert request_id in theirs.json()["error"]["message"]           # names what was asked, nothing more
-    anthropic_shape = post_feedback(gw, KEY_B, {"request_id": request_id, "score": 0}, **{"anthropic-version": "2023-06-01"})
+    anthropic_shape = post_feedback(gw, KEY_B, {"request_id": request_id, "score": 0},
+                                    **{"anthropic-version": "2023-06-01"})
     assert anthropic_shape.status_code == 404
     assert anthropic_shape.json()["type"] == "error" and anthropic_shape.json()["error"]["type"] == "not_found_error"
     assert post_feedback(gw, None, {"request_id": request_id, "score": 1}).status_code == 401
@@ -345,7 +346,8 @@ def test_feedback_through_the_collector_process(primary, tmp_path):
                                        "comment": "wrong city"})
         assert ok.status_code == 202, ok.text
         deadline = time.monotonic() + 10
-        while not (rows := trace.query("SELECT tenant, kind, score, comment, public_model FROM sluice.feedback").result_rows):
+        query = "SELECT tenant, kind, score, comment, public_model FROM sluice.feedback"
+        while not (rows := trace.query(query).result_rows):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert [tuple(r) for r in rows] == [("team-a", "report", 0.0, "wrong city", "gpt")]

@@ -20,11 +20,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitoring.config import MonitoringConfig
+from monitoring.evaluators.table import EVALUATION_COLUMNS, EvaluationRow
 from monitoring.feedback_report import quality_report
 from monitoring.metrics import MonitorMetrics
 from monitoring.runner import run_once
 from telemetry.feedback import FEEDBACK_COLUMNS, FeedbackRow
-from monitoring.evaluators.table import EVALUATION_COLUMNS, EvaluationRow
 from telemetry.schema import migrate
 
 _db = itertools.count()
@@ -58,7 +58,8 @@ def ratings(ch, db: str, ids: list[str], start: datetime, seconds: float, positi
     rng = random.Random(seed)
     rows = []
     for i, rid in enumerate(ids):
-        score = (1.0 if rng.random() < positive_share else 0.0) if source == "explicit" or kind == "regenerate" else None
+        rated = source == "explicit" or kind == "regenerate"
+        score = (1.0 if rng.random() < positive_share else 0.0) if rated else None
         rows.append(FeedbackRow(ts=start + timedelta(seconds=seconds * i / len(ids)), feedback_id=f"f-{rid}-{kind}",
                                 request_id=rid, trace_id="", tenant="team", key_id="k", user="u", source=source,
                                 kind=kind, score=score, comment="meh" if score == 0.0 else "", correction="",
