@@ -130,9 +130,9 @@ def parse_feedback(body: dict[str, Any], cfg: FeedbackConfig) -> FeedbackInput:
 class FeedbackService:
     """What the gateway holds: the store (look-ups, writes) and the implicit signals."""
 
-    def __init__(self, cfg: FeedbackConfig, telemetry: Telemetry) -> None:
+    def __init__(self, cfg: FeedbackConfig, telemetry: Telemetry, models: frozenset[str] = frozenset()) -> None:
         self.cfg = cfg
-        self.store = FeedbackStore(cfg, telemetry, telemetry.metrics.registry)
+        self.store = FeedbackStore(cfg, telemetry, telemetry.metrics.registry, models)
         self._redis = None
         if cfg.implicit.redis_url:
             from gateway.quota.directory import redis_client

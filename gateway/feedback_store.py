@@ -82,8 +82,10 @@ class RecentRequests:
 
 
 class FeedbackStore:
-    def __init__(self, cfg: FeedbackConfig, telemetry: Telemetry, registry: Any = None) -> None:
+    def __init__(self, cfg: FeedbackConfig, telemetry: Telemetry, registry: Any = None,
+                 models: frozenset[str] = frozenset()) -> None:
         self.cfg = cfg
+        self._models = models           # public models with a series of their own (the rest: "other")
         self._tel = telemetry
         self.recent = RecentRequests(cfg.recent_requests)
         self._queue: deque[tuple] = deque()
@@ -92,9 +94,10 @@ class FeedbackStore:
         self._lookups = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="sluice-feedback-lookup")
         self.dropped = 0
         self.written = 0
-        self._signals = Counter("sluice_feedback_total", "Feedback recorded, by source (explicit | implicit), "
-                                "kind (known kinds; others count as 'other') and rating (positive: score >= 0.5, "
-                                "negative, none)", ["source", "kind", "rating"], registry=registry)
+        self._signals = Counter("sluice_feedback_total", "Feedback recorded, by public model (configured ones; "
+                                "others count as 'other'), source (explicit | implicit), kind (known kinds; others "
+                                "count as 'other') and rating (positive: score >= 0.5, negative, none)",
+                                ["public_model", "source", "kind", "rating"], registry=registry)
         self._lost = Counter("sluice_feedback_dropped_total", "Feedback rows dropped (write queue full, or "
                              "still queued at shutdown)", ["reason"], registry=registry)
 
@@ -165,7 +168,8 @@ class FeedbackStore:
     def _count(self, row: FeedbackRow) -> None:
         rating = "none" if row.score is None else "positive" if row.score >= 0.5 else "negative"
         kind = row.kind if row.kind in KNOWN_KINDS else "other"
-        self._signals.labels(row.source, kind, rating).inc()
+        model = row.public_model if row.public_model in self._models else "other"
+        self._signals.labels(model, row.source, kind, rating).inc()
 
     def _drop(self, count: int, reason: str) -> None:
         self.dropped += count

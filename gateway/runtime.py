@@ -43,7 +43,7 @@ class Gateway:
         self.guardrails = GuardrailEngine.from_config(cfg.guardrails) if cfg.guardrails.any_policy() else None
         self.monitor = self._drift_monitor(cfg) if cfg.monitoring.in_process else None
         # POST /v1/feedback and the implicit signals: rows of `feedback`, so telemetry must be on
-        self.feedback = (FeedbackService(cfg.feedback, self.telemetry)
+        self.feedback = (FeedbackService(cfg.feedback, self.telemetry, frozenset(cfg.models))
                          if cfg.feedback.enabled and self.telemetry.enabled else None)
         self.upstream: UpstreamClient = None  # type: ignore[assignment]   # created in start()
         self._tasks: set[asyncio.Task] = set()

@@ -256,8 +256,17 @@ def test_feedback_is_published_in_openapi_and_counted_in_metrics(fed):
     post = doc["paths"]["/v1/feedback"]["post"]
     assert {"202", "400", "401", "404", "503"} <= set(post["responses"])
     assert doc["components"]["schemas"]["FeedbackRequest"]["properties"]["comment"]["maxLength"] == 50
+    rated = chat(gw, KEY_A, "count me")["x-sluice-request-id"]
+    assert post_feedback(gw, KEY_A, {"request_id": rated, "thumbs": "up", "kind": "accept"}).status_code == 202
+    # a request for a model the gateway does not have: its name is the client's, not a label
+    with pytest.raises(openai.NotFoundError) as missing:
+        client(gw, KEY_A).chat.completions.create(model="made-up-model-1234", messages=[{"role": "user", "content": "x"}])
+    request_id = missing.value.response.headers["x-sluice-request-id"]
+    assert post_feedback(gw, KEY_A, {"request_id": request_id, "kind": "report"}).status_code == 202
     metrics = httpx.get(f"{gw.url}/metrics").text
-    assert 'sluice_feedback_total{kind="accept",rating="positive",source="explicit"}' in metrics
+    assert 'sluice_feedback_total{kind="accept",public_model="gpt",rating="positive",source="explicit"}' in metrics
+    assert 'sluice_feedback_total{kind="report",public_model="other",rating="none",source="explicit"} 1.0' in metrics
+    assert not [line for line in metrics.splitlines() if line.startswith("sluice_feedback") and "made-up" in line]
 
 
 def test_no_feedback_endpoint_without_telemetry(primary):
