@@ -48,9 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sluice.feedback")
 FIELDS = ("request_id", "trace_id", "score", "thumbs", "kind", "comment", "correction", "user")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
-KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")          # fullmatch: "$" would pass a trailing newline
+TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 THUMBS = {"up": 1.0, "down": 0.0}
 MAX_PENDING_CHECKS = 1000       # regenerate checks waiting on Redis; past it they are skipped
 
@@ -97,9 +97,9 @@ def parse_feedback(body: dict[str, Any], cfg: FeedbackConfig) -> FeedbackInput:
     if ("request_id" in body) == ("trace_id" in body):
         raise BadRequest("Send exactly one of 'request_id' (the x-sluice-request-id header of the answer) "
                          "or 'trace_id'", param="request_id")
-    if "request_id" in body and not (isinstance(request_id, str) and REQUEST_ID.match(request_id)):
+    if "request_id" in body and not (isinstance(request_id, str) and REQUEST_ID.fullmatch(request_id)):
         raise BadRequest("'request_id' must be a request id: 1-64 letters, digits or _.:-", param="request_id")
-    if "trace_id" in body and not (isinstance(trace_id, str) and TRACE_ID.match(trace_id)):
+    if "trace_id" in body and not (isinstance(trace_id, str) and TRACE_ID.fullmatch(trace_id)):
         raise BadRequest("'trace_id' must be 32 hexadecimal digits (W3C trace id)", param="trace_id")
     score, thumbs = body.get("score"), body.get("thumbs")
     if score is not None and thumbs is not None:
@@ -113,7 +113,7 @@ def parse_feedback(body: dict[str, Any], cfg: FeedbackConfig) -> FeedbackInput:
             raise BadRequest("'thumbs' must be \"up\" or \"down\"", param="thumbs")
         score = THUMBS[thumbs]
     kind = body.get("kind")
-    if kind is not None and not (isinstance(kind, str) and KIND.match(kind)):
+    if kind is not None and not (isinstance(kind, str) and KIND.fullmatch(kind)):
         raise BadRequest("'kind' must be a lower-case word of at most 32 letters, digits or _ "
                          "(accept, accept_edited, copy, regenerate, report, ...)", param="kind")
     comment = _text(body, "comment", cfg.max_comment_chars)

@@ -154,6 +154,9 @@ def test_a_key_rates_its_own_tenants_requests_only(fed, ch):
     ({"request_id": "a" * 24, "thumbs": "up", "rating": 5}, "rating", "Unknown field"),
     ({"trace_id": "not-hex", "thumbs": "up"}, "trace_id", "32 hexadecimal"),
     ({"request_id": "has spaces", "thumbs": "up"}, "request_id", "request id"),
+    ({"request_id": "a" * 24 + "\n", "thumbs": "up"}, "request_id", "request id"),
+    ({"trace_id": "b" * 32 + "\n", "thumbs": "up"}, "trace_id", "32 hexadecimal"),
+    ({"request_id": "a" * 24, "thumbs": "up", "kind": "accept\n"}, "kind", "lower-case"),
 ])
 def test_invalid_feedback_is_a_400_naming_the_field(fed, body, field, words):
     gw, _ = fed
