@@ -1,6 +1,6 @@
 """SQL fragments the ClickHouse dashboards share: tables, buckets, filters.
 
-Panels over long ranges read the per-minute rollups (dashboards/rollups.py); a bucket is
+Panels over long ranges read the per-minute rollups (telemetry/rollups.py); a bucket is
 never finer than their minute, so `$__interval_s` below 60 rounds up to a minute.
 """
 

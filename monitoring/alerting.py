@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from monitoring.aggregates import naive_utc
 from monitoring.segments import Segment
-from monitoring.tables import DRIFT_METRICS
+from telemetry.drift_tables import DRIFT_METRICS
 
 StreakKey = tuple[Segment, str]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from monitoring.aggregates import naive_utc
-from monitoring.tables import MODEL_EVENTS, ModelEvent
+from telemetry.drift_tables import MODEL_EVENTS, ModelEvent
 from monitoring.windows import Range, utc
 
 # kind -> (the deployment and tenant expressions of its key)

@@ -10,7 +10,7 @@ import math
 from datetime import datetime, timedelta
 
 from monitoring.aggregates import naive_utc
-from monitoring.tables import DRIFT_METRICS, MODEL_EVENTS
+from telemetry.drift_tables import DRIFT_METRICS, MODEL_EVENTS
 from monitoring.windows import utc
 
 

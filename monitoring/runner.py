@@ -41,7 +41,7 @@ from monitoring.judge import Measurement, judge
 from monitoring.measures import from_aggregates, from_embeddings, from_texts
 from monitoring.samples import SideKey, embedding_samples, text_samples
 from monitoring.segments import Segment, SegmentColumns
-from monitoring.tables import DRIFT_COLUMNS, DRIFT_METRICS, EVENT_COLUMNS, MODEL_EVENTS, DriftRow, ModelEvent
+from telemetry.drift_tables import DRIFT_COLUMNS, DRIFT_METRICS, EVENT_COLUMNS, MODEL_EVENTS, DriftRow, ModelEvent
 from monitoring.windows import Range, baseline_for, current_window, default_baseline, load_pins, utc
 
 log = logging.getLogger("sluice.monitoring")

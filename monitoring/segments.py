@@ -37,7 +37,7 @@ class SegmentColumns:
         have = set(columns)
         self.expressions: tuple[str, ...] = tuple(
             f"toString({dim})" if dim in cfg.segment_by and dim in have else "''" for dim in SEGMENT_DIMENSIONS)
-        # Users' traffic only: not the evaluators' own calls through the gateway (migration 11).
+        # Users' traffic only: not the evaluators' own calls through the gateway (migration 8).
         self.user_traffic = " AND traffic = 'user'" if "traffic" in have else ""
 
     def select(self) -> str:

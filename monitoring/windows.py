@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from monitoring.config import MonitoringConfig
 from monitoring.segments import Segment, matches, specificity
-from monitoring.tables import BASELINE_COLUMNS, DRIFT_BASELINES
+from telemetry.drift_tables import BASELINE_COLUMNS, DRIFT_BASELINES
 
 
 @dataclass(frozen=True, slots=True)

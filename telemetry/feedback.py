@@ -14,14 +14,13 @@ request's row, so reports and the drift runner group feedback by segment without
 
 from __future__ import annotations
 
+from telemetry.ddl import ttl_clause
+
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 
 FEEDBACK_TABLE = "feedback"
 
-
-def _ttl(expr: str, ttl_days: int) -> str:
-    return f"TTL toDateTime({expr}) + toIntervalDay({ttl_days})" if ttl_days > 0 else ""
 
 
 def feedback_table_sql(db: str, ttl_days: int) -> list[str]:
@@ -48,7 +47,7 @@ def feedback_table_sql(db: str, ttl_days: int) -> list[str]:
 ) ENGINE = MergeTree
 PARTITION BY toDate(ts)
 ORDER BY (tenant, public_model, ts)
-{_ttl("ts", ttl_days)}
+{ttl_clause("ts", ttl_days)}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""]
 
 

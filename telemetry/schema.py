@@ -21,15 +21,15 @@ Tables (all in one database, `sluice` by default):
   a row resent after a collector crash is written once).
   Migration 7 adds `limited` (the gateway's limits refused the request: rate, budget,
   concurrency; "" when admitted).
-  Migration 8 adds `prompt_fingerprint` (hash of system prompt + tool schemas) and
-  `response_format` ("" | json_object | json_schema), for the drift monitor.
+  Migration 8 adds `prompt_fingerprint` (hash of system prompt + tool schemas),
+  `response_format` ("" | json_object | json_schema), for the drift monitor, and `traffic`
+  ('user' | 'evaluator': the monitor's own calls, left out of drift, reports and rollups).
 - `drift_metrics`, `model_events`, `drift_baselines`: the drift monitor's output and pinned
-  baselines (migration 9; columns and sort orders in `monitoring/tables.py`).
+  baselines (migration 9; columns and sort orders in `telemetry/drift_tables.py`).
 - `llm_requests_1m`, `llm_guardrail_actions_1m` (+ their views): per-minute rollups the
-  dashboards read instead of scanning every request row (migration 10, `dashboards/rollups.py`).
-- `evaluations`: one row per (request, evaluator) of the hallucination evaluators, and
-  `llm_requests.traffic` ('user' | 'evaluator': the monitor's own calls), migration 11
-  (`monitoring/evaluators/table.py`).
+  dashboards read instead of scanning every request row (migration 10, `telemetry/rollups.py`).
+- `evaluations`: one row per (request, evaluator) of the hallucination evaluators,
+  migration 11 (`telemetry/evaluations.py`).
 - `feedback`: user feedback on answers (`POST /v1/feedback`, source `explicit`) and the
   gateway's implicit signals (regenerate, abandoned stream), migration 12
   (`telemetry/feedback.py`).
@@ -45,6 +45,8 @@ version.
 """
 
 from __future__ import annotations
+
+from telemetry.ddl import ttl_clause
 
 import re
 from collections.abc import Callable
@@ -119,9 +121,6 @@ _V1_REQUEST_COLUMNS = (
 )
 
 
-def _ttl(expr: str, ttl_days: int) -> str:
-    return f"TTL toDateTime({expr}) + toIntervalDay({ttl_days})" if ttl_days > 0 else ""
-
 
 def _migrations_table(db: str, ttl_days: int) -> list[str]:
     return [
@@ -173,7 +172,7 @@ def _v1_initial(db: str, ttl_days: int) -> list[str]:
 ) ENGINE = MergeTree
 PARTITION BY toDate(Timestamp)
 ORDER BY (ServiceName, SpanName, toDateTime(Timestamp))
-{_ttl("Timestamp", ttl_days)}
+{ttl_clause("Timestamp", ttl_days)}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
         f"""CREATE TABLE IF NOT EXISTS `{db}`.llm_requests (
     {request_cols},
@@ -182,7 +181,7 @@ SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
 ) ENGINE = MergeTree
 PARTITION BY toDate(timestamp)
 ORDER BY (tenant, public_model, timestamp)
-{_ttl("timestamp", ttl_days)}
+{ttl_clause("timestamp", ttl_days)}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
     ]
 
@@ -194,7 +193,7 @@ _V6_REQUEST_COLUMNS = ("anomalies", "ingest_client", "ingest_seq")
 def _v2_request_columns(db: str, ttl_days: int) -> list[str]:
     added = [c for c in REQUEST_COLUMN_TYPES
              if c not in _V1_REQUEST_COLUMNS and c not in _V6_REQUEST_COLUMNS and c not in _V7_REQUEST_COLUMNS
-             and c not in _V8_REQUEST_COLUMNS and c not in _V11_REQUEST_COLUMNS]
+             and c not in _V8_REQUEST_COLUMNS]
     adds = ",\n    ".join(
         f"ADD COLUMN IF NOT EXISTS `{c}` {REQUEST_COLUMN_TYPES[c]}" for c in added
     )
@@ -211,7 +210,7 @@ def _v3_trace_id_lookup(db: str, ttl_days: int) -> list[str]:
 ) ENGINE = MergeTree
 PARTITION BY toDate(Start)
 ORDER BY (TraceId, Start)
-{_ttl("Start", ttl_days)}
+{ttl_clause("Start", ttl_days)}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
         f"""CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.otel_traces_trace_id_ts_mv
 TO `{db}`.otel_traces_trace_id_ts
@@ -304,13 +303,15 @@ def _v7_limits(db: str, ttl_days: int) -> list[str]:
 
 
 # The columns of v8.
-_V8_REQUEST_COLUMNS = ("prompt_fingerprint", "response_format")
+_V8_REQUEST_COLUMNS = ("prompt_fingerprint", "response_format", "traffic")
 
 
 def _v8_prompt_fingerprint(db: str, ttl_days: int) -> list[str]:
     """`prompt_fingerprint`: hash of the system prompt + tool schemas, so the drift monitor
     segments by application prompt version (issue 23); `response_format`: "" | json_object
-    | json_schema, the requests whose answers the monitor checks for valid JSON."""
+    | json_schema, the requests whose answers the monitor checks for valid JSON; `traffic`:
+    'user', or 'evaluator' for the monitor's own re-asks and judge calls (made with
+    `monitoring.evaluator_key`), which drift, reports and the rollups leave out."""
     adds = ",\n    ".join(
         f"ADD COLUMN IF NOT EXISTS `{c}` {REQUEST_COLUMN_TYPES[c]}" for c in _V8_REQUEST_COLUMNS)
     return [f"ALTER TABLE `{db}`.llm_requests\n    {adds}"]
@@ -318,30 +319,22 @@ def _v8_prompt_fingerprint(db: str, ttl_days: int) -> list[str]:
 
 def _v9_drift(db: str, ttl_days: int) -> list[str]:
     """The drift monitor's tables (issue 23): `drift_metrics`, `model_events` and
-    `drift_baselines`; the monitor owns their layout (monitoring/tables.py)."""
-    from monitoring.tables import drift_tables_sql
+    `drift_baselines` (layout and rows in telemetry/drift_tables.py)."""
+    from telemetry.drift_tables import drift_tables_sql
     return drift_tables_sql(db, ttl_days)
 
 
 def _v10_rollups(db: str, ttl_days: int) -> list[str]:
-    """Per-minute rollups of `llm_requests` for the dashboards (issue 25): the layout lives
-    with its readers (dashboards/rollups.py)."""
-    from dashboards.rollups import rollup_tables_sql
+    """Per-minute rollups of users' `llm_requests` for the dashboards (issue 25;
+    telemetry/rollups.py)."""
+    from telemetry.rollups import rollup_tables_sql
     return rollup_tables_sql(db, ttl_days)
 
 
-# The column of v11.
-_V11_REQUEST_COLUMNS = ("traffic",)
-
-
 def _v11_evaluations(db: str, ttl_days: int) -> list[str]:
-    """The hallucination evaluators' `evaluations` table (issue 24; layout in
-    monitoring/evaluators/table.py) and `llm_requests.traffic`: 'user', or 'evaluator' for
-    the monitor's own re-asks and judge calls (made with `monitoring.evaluator_key`), which
-    drift statistics and reports leave out."""
-    from monitoring.evaluators.table import evaluations_table_sql
-    return [f"ALTER TABLE `{db}`.llm_requests ADD COLUMN IF NOT EXISTS `traffic` {REQUEST_COLUMN_TYPES['traffic']}",
-            *evaluations_table_sql(db, ttl_days)]
+    """The hallucination evaluators' `evaluations` table (issue 24; telemetry/evaluations.py)."""
+    from telemetry.evaluations import evaluations_table_sql
+    return evaluations_table_sql(db, ttl_days)
 
 
 def _v12_feedback(db: str, ttl_days: int) -> list[str]:
@@ -369,10 +362,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "llm_requests: anomalies map, ingest client and sequence (exactly-once rows)",
               _v6_delivery),
     Migration(7, "llm_requests: limited; admin_audit table", _v7_limits),
-    Migration(8, "llm_requests: prompt_fingerprint, response_format", _v8_prompt_fingerprint),
+    Migration(8, "llm_requests: prompt_fingerprint, response_format, traffic", _v8_prompt_fingerprint),
     Migration(9, "drift_metrics, model_events, drift_baselines (the drift monitor)", _v9_drift),
     Migration(10, "llm_requests_1m, llm_guardrail_actions_1m: per-minute rollups for dashboards", _v10_rollups),
-    Migration(11, "evaluations (hallucination evaluators); llm_requests.traffic", _v11_evaluations),
+    Migration(11, "evaluations (hallucination evaluators)", _v11_evaluations),
     Migration(12, "feedback (explicit and implicit signals on answers)", _v12_feedback),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version

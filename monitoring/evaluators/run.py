@@ -29,7 +29,7 @@ from monitoring.evaluators.assertions import AssertionChecker, assertion_sql, sq
 from monitoring.evaluators.config import EvaluatorsConfig, evaluator_id
 from monitoring.evaluators.context import extract_grounding, parse_messages
 from monitoring.evaluators.sampling import Candidate, pending, spent_today, written_last_minute
-from monitoring.evaluators.table import EVALUATION_COLUMNS, EVALUATIONS, EvaluationRow
+from telemetry.evaluations import EVALUATION_COLUMNS, EVALUATIONS, EvaluationRow
 
 log = logging.getLogger("sluice.monitoring")
 

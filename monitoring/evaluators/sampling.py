@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from monitoring.evaluators.config import SampleConfig
-from monitoring.evaluators.table import EVALUATIONS
+from telemetry.evaluations import EVALUATIONS
 
 _SCALE = 1_000_000
 CANDIDATE_COLUMNS = ("request_id", "trace_id", "span_id", "timestamp", "public_model", "deployment", "tenant",

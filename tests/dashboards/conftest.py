@@ -5,7 +5,7 @@ Traffic (official SDK -> Sluice -> mock providers): two tenants and keys; a plai
 an Anthropic one, a fallback (the primary answers 500), a model whose only deployment
 fails, streams (TTFT), exact cache hits, a prompt-injection block, a
 guardrail that times out and fails closed (503), and a key over its rate limit. The
-drift tables get rows of the monitor's own types (monitoring/tables.py)."""
+drift tables get rows of the monitor's own types (telemetry/drift_tables.py)."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def send_traffic(url: str, rounds: int = 1) -> int:
 def insert_monitor_rows(ch, database: str, now: datetime) -> None:
     """Three monitor runs' rows: one metric drifting into an alert, one steady; two model
     events; evaluator scores, one model's falling; feedback."""
-    from monitoring.tables import DRIFT_COLUMNS, EVENT_COLUMNS, DriftRow, ModelEvent
+    from telemetry.drift_tables import DRIFT_COLUMNS, EVENT_COLUMNS, DriftRow, ModelEvent
     rows = []
     for k, (refusal, alerting) in enumerate(((0.02, 0), (0.20, 0), (0.25, 1))):
         ts = now - timedelta(minutes=30 - 10 * k)
@@ -130,7 +130,7 @@ def insert_monitor_rows(ch, database: str, now: datetime) -> None:
                          "fp_old", "fp_new", now - timedelta(minutes=15), 42, 1).as_row()]
     ch.insert("model_events", events, column_names=list(EVENT_COLUMNS), database=database)
     # grounding of gpt: 0.9 the day before, 0.5 in the last hour (an alert); claude steady at 0.8
-    from monitoring.evaluators.table import EVALUATION_COLUMNS, EvaluationRow
+    from telemetry.evaluations import EVALUATION_COLUMNS, EvaluationRow
     evaluations = []
     for model, before, recent in (("gpt", 0.9, 0.5), ("claude", 0.8, 0.8)):
         for i in range(25):

@@ -34,7 +34,7 @@ PICKED = {
 
 
 def _drift_rows(ch, database: str, start: datetime, end: datetime) -> None:
-    from monitoring.tables import DRIFT_COLUMNS, EVENT_COLUMNS, DriftRow, ModelEvent
+    from telemetry.drift_tables import DRIFT_COLUMNS, EVENT_COLUMNS, DriftRow, ModelEvent
     rows, ts, k = [], start, 0
     while ts <= end:
         refusal = 0.02 + (0.18 if ts > start + (end - start) / 2 else 0.0) + random.uniform(0, 0.01)

@@ -149,7 +149,7 @@ def test_the_evaluators_own_calls_are_not_user_traffic(ch, db):
 def test_an_older_schema_without_fingerprint_columns_still_runs(ch):
     name = f"runner_old_{next(_db)}"
     migrate(ch, name, ttl_days=0, target=7)
-    from monitoring.tables import drift_tables_sql
+    from telemetry.drift_tables import drift_tables_sql
     for sql in drift_tables_sql(name, 0):
         ch.command(sql)
     try:

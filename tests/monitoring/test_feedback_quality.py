@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitoring.config import MonitoringConfig
-from monitoring.evaluators.table import EVALUATION_COLUMNS, EvaluationRow
+from telemetry.evaluations import EVALUATION_COLUMNS, EvaluationRow
 from monitoring.feedback_report import quality_report
 from monitoring.metrics import MonitorMetrics
 from monitoring.runner import run_once

@@ -19,7 +19,7 @@ from monitoring.config import MonitoringConfig
 from monitoring.lock import FileLock, RedisLock
 from monitoring.loop import MonitorLoop
 from monitoring.metrics import MonitorMetrics
-from monitoring.tables import DriftRow, ModelEvent
+from telemetry.drift_tables import DriftRow, ModelEvent
 from telemetry.schema import migrate
 from tests.conftest import PRIMARY_KEY
 from tests.gateway_server import start_gateway

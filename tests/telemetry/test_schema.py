@@ -126,3 +126,18 @@ def test_open_from_config_names_a_busy_chdb_directory(tmp_path, chdb_path, ch):
     _, db = open_from_config(
         TelemetryConfig(clickhouse_url=f"chdb://{chdb_path}"), tmp_path)
     assert db == "sluice"
+
+
+def test_rollups_count_users_traffic_only(ch, database):
+    """The monitor's own calls (`traffic = 'evaluator'`) are nobody's requests: the
+    dashboards' per-minute rollups leave them out."""
+    migrate(ch, database)
+    now = datetime.now(timezone.utc)
+    for traffic, actions in (("user", ["pii:mask"]), ("evaluator", ["pii:mask"])):
+        ch.insert(f"`{database}`.llm_requests",
+                  [[now, f"r-{traffic}", "t", "team", "m", traffic, actions]],
+                  column_names=["timestamp", "request_id", "tenant", "key_id", "public_model",
+                                "traffic", "guardrail_actions"])
+    [[requests]] = ch.query(f"SELECT sum(requests) FROM `{database}`.llm_requests_1m").result_rows
+    [[actions]] = ch.query(f"SELECT sum(requests) FROM `{database}`.llm_guardrail_actions_1m").result_rows
+    assert (requests, actions) == (1, 1)

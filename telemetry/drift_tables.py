@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from telemetry.ddl import ttl_clause
+
 from dataclasses import dataclass, fields
 from datetime import datetime
 
@@ -29,9 +31,6 @@ _SEGMENT_COLUMNS = """    public_model LowCardinality(String),
     deployment LowCardinality(String),
     tenant LowCardinality(String),"""
 
-
-def _ttl(expr: str, ttl_days: int) -> str:
-    return f"TTL toDateTime({expr}) + toIntervalDay({ttl_days})" if ttl_days > 0 else ""
 
 
 def drift_tables_sql(db: str, ttl_days: int) -> list[str]:
@@ -58,7 +57,7 @@ def drift_tables_sql(db: str, ttl_days: int) -> list[str]:
 ) ENGINE = MergeTree
 PARTITION BY toDate(ts)
 ORDER BY (metric, public_model, deployment, tenant, prompt_fingerprint, ts)
-{_ttl("ts", ttl_days)}
+{ttl_clause("ts", ttl_days)}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
         f"""CREATE TABLE IF NOT EXISTS `{db}`.{MODEL_EVENTS} (
     ts DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),

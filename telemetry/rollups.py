@@ -13,13 +13,16 @@ lands, so a panel reads a few rows per minute and segment instead:
   label (`block`, `mask`, `error`, `error.busy`, `block.oversize`, ...), from the request
   rows' `guardrail_actions`.
 
-The views start counting at the migration: rows written before it are not folded in
+Only users' traffic is folded in: the monitor's own calls (`traffic = 'evaluator'`) are
+not requests anyone made. The views start counting at the migration: rows written before it are not folded in
 (panels reading a rollup show nothing before that minute; raw-table panels still do).
 Dimensions are the low-cardinality columns only; every non-aggregate column is part of the
 sort key, which is what lets AggregatingMergeTree merge rows of the same minute and segment.
 """
 
 from __future__ import annotations
+
+from telemetry.ddl import ttl_clause
 
 REQUESTS_1M = "llm_requests_1m"
 GUARDRAILS_1M = "llm_guardrail_actions_1m"
@@ -49,9 +52,6 @@ _QUANTILE_STATES = {                            # column -> source column (Nulla
 }
 
 
-def _ttl(expr: str, ttl_days: int) -> str:
-    return f"TTL {expr} + toIntervalDay({ttl_days})" if ttl_days > 0 else ""
-
 
 def rollup_tables_sql(db: str, ttl_days: int) -> list[str]:
     """CREATE statements of the two rollup tables and their views (idempotent)."""
@@ -72,12 +72,13 @@ def rollup_tables_sql(db: str, ttl_days: int) -> list[str]:
 ) ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
 ORDER BY ({key})
-{_ttl("minute", ttl_days)}""",
+{ttl_clause("minute", ttl_days)}""",
         f"""CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.{REQUESTS_1M}_mv TO `{db}`.{REQUESTS_1M}
 AS SELECT toStartOfMinute(timestamp) AS minute, {", ".join(_DIMENSIONS)},
     {sum_exprs},
     {state_exprs}
 FROM `{db}`.llm_requests
+WHERE traffic = 'user'
 GROUP BY {key}""",
         f"""CREATE TABLE IF NOT EXISTS `{db}`.{GUARDRAILS_1M} (
     minute DateTime('UTC'),
@@ -91,7 +92,7 @@ GROUP BY {key}""",
 ) ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
 ORDER BY (minute, tenant, public_model, deployment, guardrail, stage, action)
-{_ttl("minute", ttl_days)}""",
+{ttl_clause("minute", ttl_days)}""",
         # "pii:mask" -> (pii, input, mask); "pii.output:redact" -> (pii, output, redact).
         f"""CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.{GUARDRAILS_1M}_mv TO `{db}`.{GUARDRAILS_1M}
 AS SELECT toStartOfMinute(timestamp) AS minute, tenant, public_model, deployment,
@@ -101,5 +102,6 @@ AS SELECT toStartOfMinute(timestamp) AS minute, tenant, public_model, deployment
     count() AS requests
 FROM `{db}`.llm_requests
 ARRAY JOIN guardrail_actions AS entry
+WHERE traffic = 'user'
 GROUP BY minute, tenant, public_model, deployment, guardrail, stage, action""",
     ]
