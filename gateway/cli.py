@@ -5,51 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
-import threading
 
 from gateway.admin_cli import add_keys_command
-from gateway.config import ConfigError, SluiceConfig, load_config
+from gateway.config import ConfigError, SluiceConfig
 from gateway.dashboards_cli import add_dashboards_command
-from gateway.defaults import config_from_env_keys, find_config_file, mock_config
+from gateway.defaults import resolve_config
 from gateway.mock.cli import add_mock_arguments
 from gateway.monitor_cli import add_monitor_command, add_report_drift_arguments, cmd_report_drift, cmd_report_quality
 
 logger = logging.getLogger("sluice")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_mock_in_thread(port: int) -> None:
-    from gateway.mock import MockOptions, run_mock_upstream
-    thread = threading.Thread(target=run_mock_upstream, args=("127.0.0.1", port, MockOptions()),
-                              name="sluice-mock-upstream", daemon=True)
-    thread.start()
-
-
-def resolve_config(path: str | None, quiet: bool = False) -> SluiceConfig:
-    """The config file if there is one, else provider keys from the environment, else the mock."""
-    file = find_config_file(path)
-    if file is not None:
-        cfg = load_config(file)
-        logger.info("loaded configuration from %s", file)
-        return cfg
-    if quiet:   # commands that only read telemetry need no providers
-        return config_from_env_keys(dict(os.environ)) or mock_config(0)
-    cfg = config_from_env_keys(dict(os.environ))
-    if cfg is not None:
-        logger.info("no config file: using provider keys from the environment (%s)", ", ".join(cfg.providers))
-        return cfg
-    port = _free_port()
-    _start_mock_in_thread(port)
-    logger.warning("no config file and no provider keys: serving the built-in MOCK provider on 127.0.0.1:%d "
-                   "(models: mock-gpt, mock-claude, mock-embed, chat-default). Answers are fake.", port)
-    return mock_config(port)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def cmd_dashboards_render(args: argparse.Namespace) -> int:
-    from gateway.cli import resolve_config
+    from gateway.defaults import resolve_config
     from telemetry.report import parse_since
     try:
         since = parse_since(args.since)

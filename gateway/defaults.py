@@ -8,10 +8,15 @@ start works on a machine with no network and no keys.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import socket
+import threading
 from pathlib import Path
 
-from gateway.config import SluiceConfig, parse_config
+from gateway.config import SluiceConfig, load_config, parse_config
+
+logger = logging.getLogger("sluice")
 
 CONFIG_CANDIDATES = ("sluice.yaml", "sluice.yml")
 
@@ -71,3 +76,36 @@ def mock_config(mock_port: int) -> SluiceConfig:
 
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_mock_in_thread(port: int) -> None:
+    from gateway.mock import MockOptions, run_mock_upstream
+    thread = threading.Thread(target=run_mock_upstream, args=("127.0.0.1", port, MockOptions()),
+                              name="sluice-mock-upstream", daemon=True)
+    thread.start()
+
+
+def resolve_config(path: str | None, quiet: bool = False) -> SluiceConfig:
+    """The config file if there is one, else provider keys from the environment, else the mock."""
+    file = find_config_file(path)
+    if file is not None:
+        cfg = load_config(file)
+        logger.info("loaded configuration from %s", file)
+        return cfg
+    if quiet:   # commands that only read telemetry need no providers
+        return config_from_env_keys(dict(os.environ)) or mock_config(0)
+    cfg = config_from_env_keys(dict(os.environ))
+    if cfg is not None:
+        logger.info("no config file: using provider keys from the environment (%s)", ", ".join(cfg.providers))
+        return cfg
+    port = _free_port()
+    _start_mock_in_thread(port)
+    logger.warning("no config file and no provider keys: serving the built-in MOCK provider on 127.0.0.1:%d "
+                   "(models: mock-gpt, mock-claude, mock-embed, chat-default). Answers are fake.", port)
+    return mock_config(port)

@@ -58,7 +58,7 @@ def add_report_drift_arguments(report: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> SluiceConfig:
-    from gateway.cli import resolve_config
+    from gateway.defaults import resolve_config
     return resolve_config(getattr(args, "config", None), quiet=True)
 
 
