@@ -20,7 +20,7 @@ import math
 
 from monitoring import statistics
 from monitoring.aggregates import window_parameters
-from monitoring.judge import Measurement
+from monitoring.verdicts import Measurement
 from monitoring.segments import SEGMENT_PARAM_TYPE, Segment, SegmentColumns
 from monitoring.windows import Range
 

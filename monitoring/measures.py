@@ -29,7 +29,7 @@ import numpy as np
 
 from monitoring import statistics
 from monitoring.aggregates import SideStats
-from monitoring.judge import Measurement
+from monitoring.verdicts import Measurement
 
 
 def _value(x: float) -> float | None:

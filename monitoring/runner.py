@@ -37,7 +37,7 @@ from monitoring.alerting import is_alerting, previous_crossings
 from monitoring.config import DEFAULT_METRICS, MonitoringConfig
 from monitoring.events import detect_events
 from monitoring.feedback_drift import existing_tables, quality_measures
-from monitoring.judge import Measurement, judge
+from monitoring.verdicts import Measurement, judge
 from monitoring.measures import from_aggregates, from_embeddings, from_texts
 from monitoring.samples import SideKey, embedding_samples, text_samples
 from monitoring.segments import Segment, SegmentColumns
