@@ -6,9 +6,11 @@ parser), about 70% of what a whole proxied request costs the gateway
 (docs/benchmarks.md). The limiter sends two kinds of pre-encoded command (reserve,
 settle) and reads back a string or an integer; this module does that and nothing else:
 
-- one connection per process; commands are written as they come, the writes of one
-  event-loop turn coalesced into one `write()`, and replies matched to callers in order
-  (Redis answers in order on a connection);
+- one connection per process (TCP, TLS, or a unix socket); commands are written as they
+  come, the writes of one event-loop turn coalesced into one `write()`, and replies
+  matched to callers in order (Redis answers in order on a connection);
+- a command may be `Batched`: other callers join it until the turn's writes leave
+  (the limiter's reserve calls, one per key+tenant and turn);
 - a reply is a value or a `RespError` (an error reply, e.g. NOSCRIPT) handed back, never
   raised: the caller decides;
 - failure model as in cache/stores/redis.py: a call gets at most `timeout_s`; a refused
