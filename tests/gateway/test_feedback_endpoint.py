@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import time
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -224,6 +225,21 @@ def test_regenerate_is_recorded_for_the_earlier_answer(fed, ch):
     assert third not in {r["request_id"] for r in rows}
     time.sleep(0.3)
     assert len(feedback_rows(ch, database, "source = 'implicit' AND kind = 'regenerate'")) == 2
+
+
+def test_regenerate_through_the_anthropic_sdk_names_its_user_in_metadata(fed, ch):
+    gw, database = fed
+    claude = anthropic.Anthropic(base_url=gw.url, api_key=KEY_A, max_retries=0)
+
+    def ask() -> str:
+        return claude.messages.with_raw_response.create(
+            model="gpt", max_tokens=32, system="Answer in one word.", metadata={"user_id": "claude-user"},
+            messages=[{"role": "user", "content": "a colour?"}]).headers["x-sluice-request-id"]
+
+    first = ask()
+    ask()
+    [row] = feedback_rows(ch, database, "kind = 'regenerate' AND user = 'claude-user'")
+    assert row["request_id"] == first and row["score"] == 0.0
 
 
 def test_a_retry_after_an_error_is_not_a_regenerate(fed, ch, primary):
