@@ -146,7 +146,7 @@ class FeedbackService:
         if rec is None or ctx.principal.evaluator:
             return
         rated = RatedRequest(rec.request_id, rec.trace_id, rec.tenant, rec.public_model, rec.deployment,
-                             rec.prompt_fingerprint)
+                             rec.prompt_fingerprint, rec.user)
         self.store.recent.add(rated)
         rows, pending = self.implicit.observe(ctx, rated)
         for row in rows:
@@ -197,7 +197,8 @@ class FeedbackEndpoint:
                                            param="request_id" if given.request_id else "trace_id")
             row = FeedbackRow(
                 ts=datetime.now(timezone.utc), feedback_id=os.urandom(12).hex(), request_id=rated.request_id,
-                trace_id=rated.trace_id, tenant=principal.tenant, key_id=principal.key_id, user=given.user,
+                trace_id=rated.trace_id, tenant=principal.tenant, key_id=principal.key_id,
+                user=given.user or rated.user,
                 source="explicit", kind=given.kind, score=given.score, comment=given.comment,
                 correction=given.correction, public_model=rated.public_model, deployment=rated.deployment,
                 prompt_fingerprint=rated.prompt_fingerprint)

@@ -136,7 +136,7 @@ class ImplicitFeedback:
                                     key_id: str) -> list[FeedbackRow]:
         """The same swap in Redis, shared by every replica: one `SET key value PX window GET`
         (atomic: of two replicas seeing the same conversation, each gets the other's)."""
-        value = orjson.dumps([*answered.rated, answered.finished, answered.user])
+        value = orjson.dumps([*answered.rated[:6], answered.finished, answered.user])
         try:
             old = await self._redis.set(REDIS_PREFIX + digest.hex(), value, get=True,
                                         px=int(self.cfg.regenerate_window_s * 1000))

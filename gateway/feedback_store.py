@@ -46,6 +46,7 @@ class RatedRequest(NamedTuple):
     public_model: str
     deployment: str
     prompt_fingerprint: str
+    user: str = ""                   # the end user the request named (OpenAI `user`)
 
 
 class FeedbackUnavailable(RuntimeError):
@@ -130,7 +131,7 @@ class FeedbackStore:
         column, value = ("trace_id", trace_id) if trace_id is not None else ("request_id", request_id)
         rows = client.query(
             f"SELECT request_id, trace_id, tenant, toString(public_model), toString(deployment), "
-            f"toString(prompt_fingerprint) FROM `{database}`.llm_requests "
+            f"toString(prompt_fingerprint), user FROM `{database}`.llm_requests "
             f"WHERE {column} = {{id:String}} AND tenant = {{tenant:String}} "
             f"ORDER BY timestamp DESC LIMIT 1", parameters={"id": value, "tenant": tenant}).result_rows
         return RatedRequest(*(str(v) for v in rows[0])) if rows else None

@@ -102,7 +102,7 @@ def test_feedback_round_trip_into_clickhouse(fed, ch):
 def test_feedback_found_in_clickhouse_when_this_process_forgot_it(fed, ch):
     """The look-up path a feedback on another replica's request takes: `llm_requests`."""
     gw, database = fed
-    headers = chat(gw, KEY_A, "an older answer")
+    headers = chat(gw, KEY_A, "an older answer", user="asker-9")
     request_id, trace_id = headers["x-sluice-request-id"], headers["x-sluice-trace-id"]
     wait_logged(ch, database, request_id)
     store = gw.gateway.feedback.store
@@ -117,6 +117,7 @@ def test_feedback_found_in_clickhouse_when_this_process_forgot_it(fed, ch):
         store.recent = RecentRequests(store.cfg.recent_requests)
     [row] = feedback_rows(ch, database, f"request_id = '{request_id}'")
     assert row["score"] == 0.25 and row["kind"] == "rating" and row["correction"] == "Paris"
+    assert row["user"] == "asker-9"            # no user in the feedback: the rated request's
 
 
 def test_a_key_rates_its_own_tenants_requests_only(fed, ch):
