@@ -18,7 +18,7 @@ from gateway.admin import admin_routes
 from gateway.config import SluiceConfig
 from gateway.context import Endpoint
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
-from gateway.feedback import FeedbackEndpoint
+from gateway.feedback_endpoint import FeedbackEndpoint
 from gateway.http import header, send_bytes
 from gateway.openapi import OpenAPIEndpoint
 from gateway.pipeline import handle

@@ -24,26 +24,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import re
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import orjson
 
 from gateway.context import RequestContext
 from gateway.errors import BadRequest, GatewayError
 from gateway.feedback_config import FeedbackConfig
 from gateway.feedback_signals import ImplicitFeedback
-from gateway.feedback_store import FeedbackStore, FeedbackUnavailable, RatedRequest
-from gateway.http import header, parse_json_object, read_body, send_bytes
-from gateway.types import Receive, Scope, Send, WireFormat
+from gateway.feedback_store import FeedbackStore, RatedRequest
 from telemetry.feedback import FeedbackRow
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
     from telemetry import RequestRecord, Telemetry
 
 log = logging.getLogger("sluice.feedback")
@@ -170,48 +164,3 @@ class FeedbackService:
         await self.store.aclose()
         if self._redis is not None:
             await self._redis.aclose()
-
-
-class FeedbackEndpoint:
-    """`POST /v1/feedback` (see the module docstring)."""
-
-    def __init__(self, gw: Gateway) -> None:
-        self._gw = gw
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fmt = WireFormat.ANTHROPIC if header(scope, b"anthropic-version") is not None else WireFormat.OPENAI
-        gw = self._gw
-        try:
-            principal = await gw.keys.authenticate_async(scope["headers"])
-            raw = await read_body(scope, receive, gw.cfg.server.max_body_bytes)
-            given = parse_feedback(parse_json_object(raw, gw.limits.max_json_depth), gw.cfg.feedback)
-            try:
-                rated = await gw.feedback.store.find(principal.tenant, given.request_id, given.trace_id)
-            except FeedbackUnavailable as exc:
-                raise FeedbackStoreUnavailable(f"Feedback cannot be verified now: {exc}; retry later",
-                                               headers={"retry-after": "5"}) from None
-            if rated is None:
-                what = f"request '{given.request_id}'" if given.request_id else f"trace '{given.trace_id}'"
-                raise RatedRequestNotFound(f"No {what} for this key's tenant (a request is found once its "
-                                           f"answer is logged, within seconds)",
-                                           param="request_id" if given.request_id else "trace_id")
-            row = FeedbackRow(
-                ts=datetime.now(timezone.utc), feedback_id=os.urandom(12).hex(), request_id=rated.request_id,
-                trace_id=rated.trace_id, tenant=principal.tenant, key_id=principal.key_id,
-                user=given.user or rated.user,
-                source="explicit", kind=given.kind, score=given.score, comment=given.comment,
-                correction=given.correction, public_model=rated.public_model, deployment=rated.deployment,
-                prompt_fingerprint=rated.prompt_fingerprint)
-            gw.feedback.store.write(row)
-        except GatewayError as err:
-            headers = [(k.encode(), v.encode()) for k, v in err.headers.items()]
-            await send_bytes(send, err.status, err.body(fmt), headers)
-            return
-        except Exception:
-            log.exception("feedback: unhandled error")
-            err = GatewayError("Internal gateway error while recording feedback")
-            await send_bytes(send, err.status, err.body(fmt), [])
-            return
-        body = orjson.dumps({"object": "feedback", "id": row.feedback_id, "request_id": row.request_id,
-                             "trace_id": row.trace_id, "status": "accepted"})
-        await send_bytes(send, 202, body, [])
