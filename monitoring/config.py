@@ -77,7 +77,7 @@ DEFAULT_METRICS: dict[str, MetricSettings] = {
     # Evidently's default for its classifier test: ROC-AUC 0.55 of current vs baseline.
     "prompt_embedding_auc": _statistic("classifier_auc", 0.55),
     # Squared MMD, RBF kernel at the median heuristic; ~0 for one population (statistics.py).
-    "prompt_embedding_mmd": _statistic("mmd_rbf", 0.01),
+    "prompt_embedding_mmd": _statistic("mmd_rbf", 0.02),
     # PSI: < 0.1 stable, 0.1-0.2 moderate, > 0.2 a shift (the credit-scoring convention).
     "prompt_tokens_psi": _statistic("psi_baseline_deciles", 0.2),
     "completion_tokens_psi": _statistic("psi_baseline_deciles", 0.2),
