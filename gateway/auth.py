@@ -96,27 +96,27 @@ class KeyStore:
         evaluator key may be presented to an open gateway."""
         return self.enabled or self._evaluator_digest is not None
 
-    def _evaluator(self, headers: list[tuple[bytes, bytes]]) -> Principal | None:
-        if self._evaluator_digest is None:
-            return None
-        key = presented_key(headers)
-        return EVALUATOR if key is not None and hash_key(key) == self._evaluator_digest else None
-
     def configured(self) -> list[Principal]:
         return list(self._by_hash.values())
 
-    async def authenticate_async(self, headers: list[tuple[bytes, bytes]]) -> Principal:
-        """`authenticate`, then the virtual keys (a Redis read at most every key_cache_s)."""
-        evaluator = self._evaluator(headers)
-        if evaluator is not None:
-            return evaluator
-        if not self.enabled:
-            return ANONYMOUS
+    def _local(self, headers: list[tuple[bytes, bytes]]) -> tuple[Principal | None, str]:
+        """The evaluator, anonymous (no keys required) or a configured key's principal;
+        else (None, digest) for the virtual keys to look up. The key is hashed once."""
+        if not self.enabled and self._evaluator_digest is None:
+            return ANONYMOUS, ""
         key = presented_key(headers)
+        digest = hash_key(key) if key is not None else ""
+        if digest and digest == self._evaluator_digest:
+            return EVALUATOR, digest
+        if not self.enabled:
+            return ANONYMOUS, ""
         if key is None:
             raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'")
-        digest = hash_key(key)
-        principal = self._by_hash.get(digest)
+        return self._by_hash.get(digest), digest
+
+    async def authenticate_async(self, headers: list[tuple[bytes, bytes]]) -> Principal:
+        """`authenticate`, then the virtual keys (a Redis read at most every key_cache_s)."""
+        principal, digest = self._local(headers)
         if principal is None and self._virtual is not None:
             principal = await self._virtual.lookup(digest)
         if principal is None:
@@ -124,15 +124,7 @@ class KeyStore:
         return principal
 
     def authenticate(self, headers: list[tuple[bytes, bytes]]) -> Principal:
-        evaluator = self._evaluator(headers)
-        if evaluator is not None:
-            return evaluator
-        if not self.enabled:
-            return ANONYMOUS
-        key = presented_key(headers)
-        if key is None:
-            raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'")
-        principal = self._by_hash.get(hash_key(key))
+        principal, _ = self._local(headers)
         if principal is None:
             raise Unauthorized("Invalid API key")
         return principal

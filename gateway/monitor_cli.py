@@ -179,33 +179,31 @@ def cmd_baseline_clear(args: argparse.Namespace) -> int:
     return _pin(args, active=False)
 
 
-def cmd_report_drift(args: argparse.Namespace) -> int:
-    from monitoring.report import drift_report
+def _print_report(args: argparse.Namespace, render) -> int:
+    """Open the traces (directly or through a running gateway's collector) and print
+    `render(client, database, now)`; 1 with the reason when they cannot be reached."""
     from monitoring.store import TraceStoreUnavailable
-    from telemetry.report import parse_since
-    since = parse_since(args.events_since)
-    cfg = _config(args)
     try:
-        client, database = _open_store(cfg)
+        client, database = _open_store(_config(args))
     except TraceStoreUnavailable as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
-    print(drift_report(client, database, now=datetime.now(timezone.utc), events_since=since,
-                       only_alerting=args.alerting), end="")
+    print(render(client, database, datetime.now(timezone.utc)), end="")
     return 0
+
+
+def cmd_report_drift(args: argparse.Namespace) -> int:
+    from monitoring.report import drift_report
+    from telemetry.report import parse_since
+    since = parse_since(args.events_since)
+    return _print_report(args, lambda client, database, now: drift_report(
+        client, database, now=now, events_since=since, only_alerting=args.alerting))
 
 
 def cmd_report_quality(args: argparse.Namespace) -> int:
     """`sluice report quality`: monitoring/feedback_report.py over the last `--since`."""
     from monitoring.feedback_report import quality_report
-    from monitoring.store import TraceStoreUnavailable
     from telemetry.report import parse_since
     since = parse_since(args.since)
-    cfg = _config(args)
-    try:
-        client, database = _open_store(cfg)
-    except TraceStoreUnavailable as exc:
-        print(f"sluice: {exc}", file=sys.stderr)
-        return 1
-    print(quality_report(client, database, now=datetime.now(timezone.utc), since=since), end="")
-    return 0
+    return _print_report(args, lambda client, database, now: quality_report(
+        client, database, now=now, since=since))
