@@ -7,6 +7,7 @@ start works on a machine with no network and no keys.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import logging
 import os
@@ -85,10 +86,18 @@ def _free_port() -> int:
 
 
 def _start_mock_in_thread(port: int) -> None:
-    from gateway.mock import MockOptions, run_mock_upstream
-    thread = threading.Thread(target=run_mock_upstream, args=("127.0.0.1", port, MockOptions()),
-                              name="sluice-mock-upstream", daemon=True)
+    from gateway.mock import MockOptions
+    from gateway.mock.server import mock_server
+    server = mock_server("127.0.0.1", port, MockOptions())
+    thread = threading.Thread(target=server.run, name="sluice-mock-upstream", daemon=True)
     thread.start()
+
+    def stop() -> None:
+        # Stopped before the interpreter finalizes: a uvloop timer firing in a still-running
+        # daemon thread after that takes the GIL of a gone interpreter (SIGSEGV at exit).
+        server.should_exit = True
+        thread.join(timeout=5)
+    atexit.register(stop)
 
 
 def resolve_config(path: str | None, quiet: bool = False) -> SluiceConfig:
