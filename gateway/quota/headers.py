@@ -55,20 +55,21 @@ _ANTHROPIC = ((b"anthropic-ratelimit-requests-limit", b"anthropic-ratelimit-requ
 
 
 def rate_headers(decision: Decision, subjects: SubjectSet, fmt: WireFormat) -> list[tuple[bytes, bytes]]:
-    """Built for every answer: plain loops over the precomputed positions, bytes throughout."""
+    """Built for every answer: plain loops over the precomputed positions, bytes throughout
+    (the limits' own digits formatted once per subject set, `SubjectSet.rpm_at`)."""
     values = decision.values
     anthropic = fmt is WireFormat.ANTHROPIC
     out: list[tuple[bytes, bytes]] = []
     for names, used, at in zip(_ANTHROPIC if anthropic else _OPENAI, (REQ, TOK), (subjects.rpm_at, subjects.tpm_at)):
         if not at:
             continue
-        off, limit = at[0]
+        off, limit, limit_bytes = at[0]
         remaining = limit - values[off + used]
-        for other, other_limit in at[1:]:               # the subject closest to its limit
+        for other, other_limit, other_bytes in at[1:]:  # the subject closest to its limit
             if other_limit - values[other + used] < remaining:
-                off, limit, remaining = other, other_limit, other_limit - values[other + used]
+                off, limit_bytes, remaining = other, other_bytes, other_limit - values[other + used]
         reset_ms = values[off + used + 1]               # REQ_RESET / TOK_RESET follow REQ / TOK
-        out += ((names[0], b"%d" % limit), (names[1], b"%d" % (remaining if remaining > 0 else 0)),
+        out += ((names[0], limit_bytes), (names[1], b"%d" % remaining if remaining > 0 else b"0"),
                 (names[2], instant(values[4], reset_ms).encode() if anthropic else duration_bytes(reset_ms)))
     return out
 

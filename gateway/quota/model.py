@@ -184,10 +184,10 @@ class SubjectSet:
         self.budget = any(s.spec.budget_usd for s in subjects)
         self.rates = any(s.spec.rates for s in subjects)
         self.cache: object = None    # a limiter's own precomputed form (the Redis command head)
-        # (position of the subject's part in Decision.values, its limit) for the headers
+        # (position of the subject's part in Decision.values, its limit, as header digits)
         w = Decision.WIDTH
-        self.rpm_at = tuple((5 + w * i, s.spec.rpm) for i, s in enumerate(subjects) if s.spec.rpm)
-        self.tpm_at = tuple((5 + w * i, s.spec.tpm) for i, s in enumerate(subjects) if s.spec.tpm)
+        self.rpm_at = tuple((5 + w * i, s.spec.rpm, b"%d" % s.spec.rpm) for i, s in enumerate(subjects) if s.spec.rpm)
+        self.tpm_at = tuple((5 + w * i, s.spec.tpm, b"%d" % s.spec.tpm) for i, s in enumerate(subjects) if s.spec.tpm)
         self.budget_at = tuple((5 + w * i, s) for i, s in enumerate(subjects) if s.spec.budget_usd)
 
 
