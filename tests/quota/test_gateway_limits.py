@@ -95,6 +95,13 @@ def test_anthropic_callers_get_anthropic_errors_and_headers(limited):
     assert "x-ratelimit-limit-requests" not in h and int(h["retry-after"]) >= 1
 
 
+def settled(url: str, path: str, timeout_s: float = 10.0) -> None:
+    """Until nothing is reserved: settlements leave every few ms, later on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{url}{path}", headers=ADMIN).json()["reserved_usd"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_budget_refusal_is_insufficient_quota_naming_the_budget_and_its_reset(limited):
     gw, _ = limited
     client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY_B, max_retries=0)
@@ -103,7 +110,7 @@ def test_budget_refusal_is_insufficient_quota_naming_the_budget_and_its_reset(li
         for _ in range(10):
             chat(client)
             admitted += 1
-            time.sleep(0.05)                                         # settled before the next
+            settled(gw.url, "/admin/tenants/team-b")                # before the next
     assert admitted == 2                                             # ~$0.036 each against $0.10
     err = caught.value
     assert err.code == "insufficient_quota"
