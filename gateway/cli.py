@@ -21,10 +21,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from gateway.server import run
     cfg = resolve_config(args.config)
+    serving_gateway_url(cfg, args.host, args.port)
     workers = args.workers or cfg.server.workers
     if workers > 1:
         return _serve_workers(cfg, args, workers)
     return run(create_app(cfg), cfg, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def serving_gateway_url(cfg: SluiceConfig, host: str, port: int) -> None:
+    """An in-process monitor's evaluators re-ask through this very server unless
+    `monitoring.evaluators.gateway_url` says otherwise."""
+    evaluators = cfg.monitoring.evaluators
+    if evaluators.gateway_url is None:
+        from monitoring.evaluators.config import local_gateway_url
+        evaluators.gateway_url = local_gateway_url(host, port)
 
 
 def _serve_workers(cfg: SluiceConfig, args: argparse.Namespace, workers: int) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -26,6 +27,9 @@ from typing import Any
 from gateway.config import SluiceConfig
 
 logger = logging.getLogger("sluice")
+# Where the evaluators' re-asks and judge calls go when `monitoring.evaluators.gateway_url`
+# is unset (the Helm chart sets it to the gateway's Service for its monitor Deployment).
+GATEWAY_URL_ENV = "SLUICE_GATEWAY_URL"
 
 
 def add_monitor_command(sub: argparse._SubParsersAction) -> None:
@@ -90,6 +94,9 @@ def _embedder(cfg: SluiceConfig):
 def cmd_monitor_run(args: argparse.Namespace) -> int:
     from monitoring.store import TraceStoreUnavailable
     cfg = _config(args)
+    evaluators = cfg.monitoring.evaluators
+    if evaluators.gateway_url is None and os.environ.get(GATEWAY_URL_ENV):
+        evaluators.gateway_url = os.environ[GATEWAY_URL_ENV].rstrip("/")     # the chart's Service
     embedder = _embedder(cfg)
     try:
         if args.once:

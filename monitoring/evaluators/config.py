@@ -5,7 +5,7 @@ traffic, and what they may spend.
       evaluator_key: ${SLUICE_EVALUATOR_KEY}    # the monitor's own gateway key (re-asks, judge)
       evaluators:
         enabled: true
-        gateway_url: http://127.0.0.1:8080      # where re-asks and judge calls go
+        gateway_url: http://127.0.0.1:8080      # where re-asks and judge calls go (default below)
         grounding: {sample: {rate: 0.1, models: {gpt-4o: 0.5}}, max_per_minute: 60}
         consistency: {enabled: true, samples: 3, daily_budget_usd: 2.0}
         judge: {enabled: true, model: gpt-4o-mini, rubric: "...", daily_budget_usd: 1.0}
@@ -158,9 +158,24 @@ class AssertionConfig(_Strict):
         return v
 
 
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
+
+
+def local_gateway_url(host: str, port: int) -> str:
+    """The URL this host reaches a gateway serving on host:port by (a wildcard bind is
+    reached on loopback)."""
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 class EvaluatorsConfig(_Strict):
     enabled: bool = False
-    gateway_url: str = "http://127.0.0.1:8080"
+    # Where re-asks and judge calls go. Unset: the serving gateway itself when the monitor runs
+    # inside `sluice serve` (its --host/--port), else http://127.0.0.1:8080 (`local_gateway_url`).
+    gateway_url: str | None = None
     lookback_s: float = Field(3600.0, gt=0)   # requests older than this are never evaluated
     settle_s: float = Field(5.0, ge=0)        # ... nor younger (their rows may still be arriving)
     max_per_run: int = Field(500, ge=1)       # candidate requests read per evaluator and run
@@ -172,10 +187,14 @@ class EvaluatorsConfig(_Strict):
 
     @field_validator("gateway_url")
     @classmethod
-    def _http(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
+        return v.rstrip("/") if v is not None else None
+
+    @property
+    def resolved_gateway_url(self) -> str:
+        return self.gateway_url or DEFAULT_GATEWAY_URL
 
     @field_validator("assertions")
     @classmethod

@@ -96,7 +96,7 @@ class Evaluators:
             if self._key is None:
                 log.warning("monitor: evaluators call the gateway without monitoring.evaluator_key: their calls "
                             "count as user traffic")
-            self._models = GatewayModels(self.cfg.gateway_url, self._key, prices=self.cfg.prices,
+            self._models = GatewayModels(self.cfg.resolved_gateway_url, self._key, prices=self.cfg.prices,
                                          timeout_s=max(self.cfg.consistency.timeout_s, self.cfg.judge.timeout_s),
                                          transport=self._transport)
         return self._models

@@ -102,6 +102,19 @@ def test_production_release_has_every_part(production):
     assert find(production, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
 
 
+def test_the_monitor_reaches_the_gateway_through_its_service(production):
+    (monitor,) = pod_specs(production)["Deployment/rel-sluice-monitor"]["containers"]
+    env = {e["name"]: e.get("value") for e in monitor["env"]}
+    service = find(production, "Service", "rel-sluice")
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+    assert env["SLUICE_GATEWAY_URL"] == f"http://rel-sluice:{port}"
+    # and the NetworkPolicy that limits who may call the gateway lets it in
+    policy = find(production, "NetworkPolicy")
+    (http_rule,) = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "http"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "sluice", "app.kubernetes.io/instance": "rel",
+                                            "app.kubernetes.io/component": "monitor"}}} in http_rule["from"]
+
+
 def test_default_release_is_lean(default):
     kinds = {o["kind"] for o in default}
     assert kinds == {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "ServiceAccount", "Job"}
