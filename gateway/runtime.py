@@ -62,6 +62,7 @@ class Gateway:
             logger.info("guardrails ready (toxicity backend: %s)", self.guardrails.toxicity_backend or "off")
         if self.cache is not None:
             await self.cache.start()                         # Redis index / embedded store, embedder
+            self.telemetry.metrics.set_cache_semantic(self.cache.semantic_available)
         await self.quota.start()                             # loads the limiter's scripts into Redis
         server = self.cfg.server
         self.upstream = UPSTREAM_CLIENTS[server.upstream_client](server.max_upstream_connections)

@@ -174,6 +174,17 @@ class GatewayMetrics:
         value = state if isinstance(state, int) else BREAKER_STATES[state]
         self.breaker_state.labels(self._misc(deployment)).set(value)
 
+    def set_cache_semantic(self, available: bool) -> None:
+        """Registered only with a cache: 0 means it answers exact repeats only (its embedder
+        failed to load, or its Redis has no vector search), which start-up logs once."""
+        gauge = getattr(self, "_cache_semantic", None)
+        if gauge is None:
+            gauge = self._cache_semantic = Gauge(
+                "sluice_cache_semantic_available",
+                "1 while the cache matches paraphrases (embedder loaded, vector search in its store); "
+                "0: exact repeats only.", registry=self.registry)
+        gauge.set(1 if available else 0)
+
     # -- exporter queues (WriterListener) -------------------------------------------
 
     def register_queue(self, queue: str, depth: Callable[[], int], capacity: int) -> None:

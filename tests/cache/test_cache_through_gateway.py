@@ -117,6 +117,19 @@ def test_errors_are_not_cached(gw):
     assert again.status_code == 502 and again.headers["x-sluice-cache"] == "miss"
 
 
+def test_metrics_say_whether_paraphrases_are_matched(primary, backup, tmp_path, model_cache_dir):
+    from tests.redis_server import start_redis
+    plain = start_redis(with_search=False)                   # no vector search: exact repeats only
+    for name, url, expected in (("embedded", None, "1.0"), ("plain-redis", plain.url, "0.0")):
+        (tmp_path / name).mkdir()
+        running = cached_gateway(primary, backup, tmp_path / name, model_cache_dir, url)
+        try:
+            assert f"sluice_cache_semantic_available {expected}" in httpx.get(f"{running.url}/metrics").text, name
+        finally:
+            running.stop()
+    plain.stop()
+
+
 def test_redis_outage_fails_open_and_recovers(primary, backup, tmp_path, model_cache_dir):
     from tests.redis_server import start_redis
     redis = start_redis(with_search=True)
