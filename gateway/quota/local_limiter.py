@@ -82,12 +82,15 @@ class LocalLimiter:
             if c.period != pid:
                 c.spent = 0
             c.period, c.period_kind, c.period_end = pid, period, end
-        if c.leases:
-            dead = [rid for rid, (end, _) in c.leases.items() if end <= now]
-            for rid in dead:
-                _, held = c.leases.pop(rid)
-                c.reserved -= held
-                c.spent += held              # never settled: its reservation is spent
+        leases = c.leases
+        while leases:                        # admission order is lease-end order: the oldest first
+            rid = next(iter(leases))
+            end, held = leases[rid]
+            if end > now:
+                break
+            del leases[rid]
+            c.reserved -= held
+            c.spent += held                  # never settled: its reservation is spent
 
     def _reset_ms(self, c: _Counters, now: int) -> int:
         if not c.buckets:
@@ -153,7 +156,8 @@ class LocalLimiter:
         b = reservation.at_ms // self._bucket
         for s in reservation.subjects.subjects:
             c = self._counters(s)
-            self._refresh(c, s.spec.period, now)
+            if c.period_end and now >= c.period_end * 1000:
+                self._refresh(c, s.spec.period, now)     # a new budget period: its spend starts at 0
             leased = s.spec.max_parallel or s.spec.budget_usd
             lease = c.leases.pop(reservation.request_id, None) if leased else None
             if not leased:
