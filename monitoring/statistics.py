@@ -245,8 +245,6 @@ def rate_change(current_hits: int, current_n: int, baseline_hits: int, baseline_
     the runner can require both a material change and z beyond ~3. A side with n = 0 gives
     nan rates and a nan z; equal rates (including both 0) give z = 0.
     """
-    from scipy.stats import norm
-
     for name, hits, n in (("current", current_hits, current_n), ("baseline", baseline_hits, baseline_n)):
         if n < 0 or hits < 0 or hits > n:
             raise ValueError(f"{name}: need 0 <= hits <= n, got hits={hits}, n={n}")
@@ -260,4 +258,6 @@ def rate_change(current_hits: int, current_n: int, baseline_hits: int, baseline_
     if spread == 0.0:
         return RateChange(cur, base, 0.0, 1.0)
     z = (cur - base) / spread
-    return RateChange(cur, base, z, float(2.0 * norm.sf(abs(z))))
+    # two-sided normal tail, 2 * norm.sf(|z|) = erfc(|z| / sqrt 2): the same number, ~0.1 µs
+    # against scipy's ~30 µs per scalar call (called per segment and rate metric each run)
+    return RateChange(cur, base, z, math.erfc(abs(z) / math.sqrt(2.0)))

@@ -137,6 +137,10 @@ def test_rate_change_z_by_hand() -> None:
     assert change.current == 0.15 and change.baseline == 0.05
     assert change.z == pytest.approx(0.10 / math.sqrt(pooled * (1 - pooled) * (2 / 200)))
     assert change.p_value < 0.01
+    from scipy.stats import norm                              # the p-value is scipy's two-sided one
+    for args in ((30, 200, 10, 200), (3, 100, 1, 100), (10, 200, 30, 200), (500, 1000, 5, 1000)):
+        got = rate_change(*args)
+        assert got.p_value == pytest.approx(2 * norm.sf(abs(got.z)), rel=1e-9, abs=1e-300)
     assert rate_change(0, 100, 0, 100).z == 0.0
     assert math.isnan(rate_change(0, 0, 3, 100).z)
 
