@@ -63,6 +63,9 @@ ROWS = [
         P("All deployments failed", "timeseries", ((
             f'sum by (public_model) (rate(sluice_request_errors_total{{error_type=~"all_deployments_failed|'
             f'upstream_timeout", {MODEL}}}[{R}]))', "{{public_model}}"),), unit="reqps", width=12),
+        P("Failed upstream attempts/s by deployment (429, 5xx, timeouts, breaker skips)", "timeseries", ((
+            f'sum by (deployment, outcome) (rate(sluice_upstream_errors_total{{deployment=~"$deployment"}}[{R}]))',
+            "{{deployment}} {{outcome}}"),), unit="ops", width=24),
     ]),
     ("Cache, guardrails, limits", [
         P("Cache outcomes/s", "timeseries", ((

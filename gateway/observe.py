@@ -77,6 +77,9 @@ class RequestObserver:
                     logger.exception("telemetry: no spans for request %s", ctx.request_id)
                     self._tel.metrics.rows_dropped("spans", 1, "invalid")
             self._tel.record(rec, trace)
+            attempts = ctx.attempts
+            if attempts and (len(attempts) > 1 or attempts[0].outcome != "ok"):
+                self._tel.metrics.observe_failed_attempts(attempts)
             return rec
         except Exception:
             logger.exception("telemetry failed for request %s", ctx.request_id)

@@ -91,6 +91,10 @@ class GatewayMetrics:
         self.fallbacks = Counter(
             "sluice_fallbacks", "Requests answered by a fallback deployment.",
             ("public_model",), registry=r)
+        self.upstream_errors = Counter(
+            "sluice_upstream_errors", "Upstream attempts that did not succeed, by deployment and outcome "
+            "(http_429, http_500, timeout, connect_error, connection_dropped, circuit_open: skipped while open).",
+            ("deployment", "outcome"), registry=r)
         self.cache = Counter(
             "sluice_cache_requests", "Cache outcomes: hit, semantic-hit, miss, bypass, off, error.",
             ("operation", "status"), registry=r)
@@ -168,6 +172,14 @@ class GatewayMetrics:
             child(self.guardrail_actions, self._misc(name), self._misc(outcome or "flag")).inc()
         if rec.guardrail_latency_ms is not None:
             self.guardrail_latency.observe(rec.guardrail_latency_ms / 1000.0)
+
+    def observe_failed_attempts(self, attempts) -> None:
+        """Each try of one request that did not succeed (`gateway.errors.AttemptRecord`):
+        which deployment answered 429 or 5xx, timed out, or was skipped by its breaker."""
+        child, misc = self._child, self._misc
+        for a in attempts:
+            if a.outcome != "ok":
+                child(self.upstream_errors, misc(a.deployment), misc(a.outcome)).inc()
 
     def set_breaker_state(self, deployment: str, state: str | int) -> None:
         """`state`: "closed" | "half_open" | "open" (or 0/1/2)."""

@@ -125,7 +125,8 @@ def test_core_series_exist_under_traffic(prometheus):
                      "sluice_time_to_first_token_seconds_bucket", "sluice_fallbacks_total",
                      'sluice_request_errors_total{error_type="guardrail_unavailable"}',
                      'sluice_limit_decisions_total{decision="rate"}', "sluice_budget_usd",
-                     'sluice_cache_requests_total{status="hit"}', "sluice_breaker_state"):
+                     'sluice_cache_requests_total{status="hit"}', "sluice_breaker_state",
+                     "sluice_upstream_errors_total"):
         assert _query(prometheus, f"count({selector})"), selector
 
 

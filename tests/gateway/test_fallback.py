@@ -31,13 +31,28 @@ def test_falls_back_to_secondary(gateway, model, first_outcome):
     assert "hello" in resp.json()["choices"][0]["message"]["content"]
 
 
+def failed_attempts(gateway, outcome: str) -> dict[str, float]:
+    """sluice_upstream_errors_total by deployment, for one outcome."""
+    found = {}
+    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
+        if line.startswith("sluice_upstream_errors_total{") and f'outcome="{outcome}"' in line:
+            deployment = line.split('deployment="', 1)[1].split('"', 1)[0]
+            found[deployment] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
 def test_429_retry_after_is_honoured_then_falls_back(gateway):
+    before = failed_attempts(gateway, "http_429")
     started = time.monotonic()
     resp = post(gateway, "after-429")
     elapsed = time.monotonic() - started
     assert resp.status_code == 200 and resp.headers["x-sluice-deployment"] == "backup/claude-x"
     assert resp.headers["x-sluice-attempts"] == "3"
     assert elapsed >= 0.9        # the mock says Retry-After: 1; the retry waited for it
+    # on-call sees which deployment said 429, and how often (both tries on the primary)
+    after = failed_attempts(gateway, "http_429")
+    grown = {d: n - before.get(d, 0.0) for d, n in after.items() if n != before.get(d, 0.0)}
+    assert list(grown.values()) == [2.0] and "backup/claude-x" not in grown, grown
 
 
 def test_provider_auth_failure_falls_over_without_retry(gateway):
