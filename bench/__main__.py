@@ -3,8 +3,9 @@
 `python -m bench suite [...]` runs every scenario and writes docs/benchmarks.md's
 generated part (bench/suite.py); `python -m bench soak [...]` holds mixed load with every
 feature on and watches memory (bench/soak.py); `python -m bench monitor [...]` measures the
-drift monitor's cost over 1M generated rows (bench/monitor_cost.py); without any, one run
-and one table.
+drift monitor's cost over 1M generated rows (bench/monitor_cost.py); `python -m bench
+inprocess [...]` the gateway's CPU per request without its HTTP server (bench/inprocess.py);
+without any, one run and one table.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def parse_settings(argv: list[str] | None = None) -> BenchSettings:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      epilog="python -m bench suite --help: the scenario suite; "
                                             "python -m bench soak --help: the soak; "
-                                            "python -m bench monitor --help: the drift monitor's cost")
+                                            "python -m bench monitor --help: the drift monitor's cost; "
+                                            "python -m bench inprocess --help: CPU per request without HTTP")
     parser.add_argument("--targets", default="direct,sluice", help="comma-separated, in order (direct first)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per target")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target (not measured)")
@@ -62,6 +64,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench import monitor_cost
 
         sys.exit(monitor_cost.main(argv[1:]))
+    if argv[:1] == ["inprocess"]:
+        from bench import inprocess
+
+        sys.exit(inprocess.main(argv[1:]))
     settings = parse_settings(argv)
     rows, run_dir = run_benchmark(settings)
     print_report(rows, run_dir, settings)
