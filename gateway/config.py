@@ -113,7 +113,7 @@ class ServerConfig(_Strict):
     max_json_depth: int = Field(64, ge=8, le=200)
     max_messages: int = Field(2048, ge=1)    # chat / messages `messages`, responses `input` items
     max_n: int = Field(16, ge=1, le=128)     # choices per chat completion (OpenAI allows 128)
-    # Connections (gateway/server.py, docs/operations.md), per process. A head or body not
+    # Connections (gateway/connections.py, docs/operations.md), per process. A head or body not
     # received in time gets 408, a head over max_header_bytes 431, a connection over a cap
     # 503 (in the caller's wire format), then the connection is closed.
     header_timeout_s: float = Field(10.0, gt=0)       # connect / first byte to the end of the headers

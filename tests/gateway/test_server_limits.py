@@ -1,4 +1,4 @@
-"""Connection limits (gateway/server.py): slow and idle connections are closed, caps refuse
+"""Connection limits (gateway/connections.py): slow and idle connections are closed, caps refuse
 with an answer, oversized heads get 431 and oversized bodies 413, each in the caller's
 wire format, and health checks answer through all of it.
 
