@@ -4,7 +4,6 @@ figures published in docs/monitoring.md)."""
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
@@ -14,15 +13,6 @@ from monitoring.evaluators.context import extract_grounding, parse_messages
 from monitoring.evaluators.grounding import EmbeddingGrounding, score_answer
 from monitoring.evaluators.lexical import ContextIndex, numbers
 from monitoring.evaluators.sentences import split_sentences
-
-
-@pytest.fixture(scope="module")
-def embedder(model_cache_dir):
-    from cache.embedders import LocalEmbedder
-    local = LocalEmbedder(model_cache_dir)
-    asyncio.run(local.start())
-    yield local
-    asyncio.run(local.aclose())
 
 
 def test_context_from_tags_prefixes_and_tool_results_and_the_question():

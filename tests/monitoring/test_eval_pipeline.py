@@ -4,7 +4,6 @@ back, call the gateway with the evaluator key, and write `evaluations`."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 
@@ -76,15 +75,6 @@ def gateway(mock, chdb_url, ch, tmp_path_factory):
     yield gw
     gw.stop()
     ch.command(f"DROP DATABASE IF EXISTS `{database}`")
-
-
-@pytest.fixture(scope="module")
-def embedder(model_cache_dir):
-    from cache.embedders import LocalEmbedder
-    local = LocalEmbedder(model_cache_dir)
-    asyncio.run(local.start())
-    yield local
-    asyncio.run(local.aclose())
 
 
 def _chat(gw, model: str, content: str, *, key: str = USER_KEY, **extra) -> httpx.Response:
