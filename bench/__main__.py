@@ -39,14 +39,24 @@ def parse_settings(argv: list[str] | None = None) -> BenchSettings:
     parser.add_argument("--output-tokens", type=int, default=16, help="words in each mock answer")
     parser.add_argument("--sluice-config", type=Path, default=DEFAULT_SLUICE_CONFIG)
     parser.add_argument("--gateway-key", default=None, help="Bearer key sent to Sluice (if its config wants one)")
+    parser.add_argument("--cpus", default="", type=cpu_list,
+                        help="run everything (mock, targets, Redis, load generator) on these CPUs, e.g. 0")
     args = parser.parse_args(argv)
     return BenchSettings(
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
         duration=args.duration, warmup=args.warmup, connections=args.connections, stream=args.stream,
         unique_prompts=not args.same_prompt, generator=args.loadgen, rounds=max(1, args.rounds),
         mock=MockSettings(args.latency_ms, args.tokens_per_second, args.output_tokens),
-        sluice_config=args.sluice_config, gateway_key=args.gateway_key,
+        sluice_config=args.sluice_config, gateway_key=args.gateway_key, cpus=args.cpus,
     )
+
+
+def cpu_list(text: str) -> tuple[int, ...]:
+    """`"0"`, `"0,1"` -> (0,), (0, 1); "" -> () (no pinning)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of CPU numbers: {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

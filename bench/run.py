@@ -10,8 +10,11 @@ minute to the next, which a single 10 s measurement each does not.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -54,6 +57,7 @@ class BenchSettings:
     mock: MockSettings = MockSettings()
     sluice_config: Path = DEFAULT_SLUICE_CONFIG
     gateway_key: str | None = None
+    cpus: tuple[int, ...] = ()  # pin the whole run (mock, targets, Redis, load generator) to these CPUs
 
     def unique_for(self, name: str) -> bool:
         return self.unique_prompts and name not in self.same_prompt_targets
@@ -83,18 +87,36 @@ def run_benchmark(settings: BenchSettings, run_dir: Path | None = None) -> tuple
     run_dir = run_dir or RESULTS_DIR / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     by_target: list[list[Row]] = [[] for _ in settings.targets]     # a name may repeat
-    mock, mock_port = start_mock(settings.mock, run_dir)
-    try:
-        for _ in range(settings.rounds):
-            for measured, name in zip(by_target, settings.targets):
-                measured.append(_run_target(name, mock, mock_port, run_dir, generator, settings))
-    finally:
-        mock.stop()
+    with pinned(settings.cpus):
+        mock, mock_port = start_mock(settings.mock, run_dir)
+        try:
+            for _ in range(settings.rounds):
+                for measured, name in zip(by_target, settings.targets):
+                    measured.append(_run_target(name, mock, mock_port, run_dir, generator, settings))
+        finally:
+            mock.stop()
     rows = [median_round(measured) for measured in by_target]
     record = asdict(settings) | {"generator": generator, "same_prompt_targets": sorted(settings.same_prompt_targets)}
     (run_dir / "results.json").write_bytes(orjson.dumps(
         {"settings": record, "rows": [as_dict(r) for r in rows]}, option=orjson.OPT_INDENT_2, default=str))
     return rows, run_dir
+
+
+@contextlib.contextmanager
+def pinned(cpus: tuple[int, ...]) -> Iterator[None]:
+    """This process, and every process it starts meanwhile (they inherit it), on `cpus`
+    only; () leaves the affinity alone. Why a run may want one CPU: bench/README.md."""
+    if not cpus:
+        yield
+        return
+    allowed = os.sched_getaffinity(0)
+    if not set(cpus) <= allowed:
+        raise ValueError(f"CPUs {sorted(set(cpus) - allowed)} are not available here (allowed: {sorted(allowed)})")
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def median_round(rounds: list[Row]) -> Row:
@@ -204,9 +226,10 @@ def describe(settings: BenchSettings) -> str:
     prompts = "unique prompts" if settings.unique_prompts else "one identical prompt"
     pacing = f", paced at {settings.mock.tokens_per_second:g} tokens/s" if settings.mock.tokens_per_second else ""
     rounds = f", {settings.rounds} rounds in turn (median round kept)" if settings.rounds > 1 else ""
+    cpus = f", everything on CPU {','.join(map(str, settings.cpus))}" if settings.cpus else ""
     return (f"chat completions, {mode}, {prompts}, {settings.connections} connections, {settings.duration:g} s "
             f"(+{settings.warmup:g} s warm-up) per target{rounds}, mock latency {settings.mock.latency_ms:g} ms, "
-            f"{settings.mock.output_tokens} output tokens{pacing}, {resolve_generator(settings.generator)}")
+            f"{settings.mock.output_tokens} output tokens{pacing}, {resolve_generator(settings.generator)}{cpus}")
 
 
 def print_report(rows: list[Row], run_dir: Path, settings: BenchSettings) -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import os
+import subprocess
+import sys
+
 import pytest
 
+from bench.__main__ import cpu_list
 from bench.machine import cpu_model, mem_total_kib
+from bench.run import describe, pinned
 from bench.scenarios import SCENARIOS, select
 from bench.targets import CONFIGS_DIR
 
@@ -40,6 +47,29 @@ def test_scenario_settings() -> None:
     assert paced.rounds == 1
     tracing = by_key["g"].settings(10, 2, 16, "wrk")
     assert tracing.rounds == 5 and tracing.targets[:2] == ("sluice:bare", "sluice:traced")
+    assert tracing.cpus == ()
+    one_cpu, spread = by_key["h"].settings(10, 2, 16, "wrk"), by_key["i"].settings(10, 2, 16, "wrk")
+    assert (one_cpu.cpus, spread.cpus) == ((0,), ())
+    assert one_cpu.targets == spread.targets and "everything on CPU 0" in describe(one_cpu)
+
+
+def test_pinned_holds_this_process_and_what_it_starts_then_restores() -> None:
+    before = os.sched_getaffinity(0)
+    with pinned((min(before),)):
+        assert os.sched_getaffinity(0) == {min(before)}
+        child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                               capture_output=True, text=True, check=True)
+        assert child.stdout.strip() == f"[{min(before)}]"
+    assert os.sched_getaffinity(0) == before
+    with pytest.raises(ValueError, match="not available"), pinned((max(before) + 1,)):
+        pass
+    assert os.sched_getaffinity(0) == before
+
+
+def test_cpu_list() -> None:
+    assert cpu_list("0") == (0,) and cpu_list("0,1") == (0, 1) and cpu_list("") == ()
+    with pytest.raises(argparse.ArgumentTypeError):
+        cpu_list("first")
 
 
 def test_machine_facts_from_proc_text() -> None:
