@@ -62,11 +62,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     # against the same gateway without them, with and without the key, in turn for 5 rounds.
     # h runs everything on one CPU, so the table charges the limits with what the gateway and
     # Redis compute, Redis' CPU included; i lets the processes spread over both CPUs, where
-    # each reserve call also pays this VM's wake-up of Redis on the other vCPU (bench/README.md).
+    # a reserve call to Redis on the other vCPU costs the gateway ~3x more on this VM (bench/README.md).
     Scenario("h", "Limits cost, one CPU for the whole run: a key with rpm, tpm, max_parallel and a budget in "
              "Redis against the same key without limits and bare Sluice, in turn for 5 rounds, non-streaming, "
              "0 ms provider", ("sluice:bare", "sluice:keys", "sluice:limits"), rounds=5, cpus=(0,)),
-    Scenario("i", "Limits cost as in h, the processes spread over every CPU (cross-CPU wake-ups of Redis "
+    Scenario("i", "Limits cost as in h, the processes spread over every CPU (Redis calls across vCPUs "
              "included)", ("sluice:bare", "sluice:keys", "sluice:limits"), rounds=5),
 )
 
