@@ -95,8 +95,13 @@ def cmd_monitor_run(args: argparse.Namespace) -> int:
     from monitoring.store import TraceStoreUnavailable
     cfg = _config(args)
     evaluators = cfg.monitoring.evaluators
-    if evaluators.gateway_url is None and os.environ.get(GATEWAY_URL_ENV):
-        evaluators.gateway_url = os.environ[GATEWAY_URL_ENV].rstrip("/")     # the chart's Service
+    if evaluators.gateway_url is None and os.environ.get(GATEWAY_URL_ENV):     # the chart's Service
+        from monitoring.evaluators.config import checked_gateway_url
+        try:
+            evaluators.gateway_url = checked_gateway_url(os.environ[GATEWAY_URL_ENV])
+        except ValueError as exc:
+            print(f"sluice: ${GATEWAY_URL_ENV}: {exc}", file=sys.stderr)
+            return 2
     embedder = _embedder(cfg)
     try:
         if args.once:

@@ -161,6 +161,14 @@ class AssertionConfig(_Strict):
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 
 
+def checked_gateway_url(url: str) -> str:
+    """A gateway URL as the evaluators use it (config, or $SLUICE_GATEWAY_URL): http(s), no
+    trailing slash."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return url.rstrip("/")
+
+
 def local_gateway_url(host: str, port: int) -> str:
     """The URL this host reaches a gateway serving on host:port by (a wildcard bind is
     reached on loopback)."""
@@ -188,9 +196,7 @@ class EvaluatorsConfig(_Strict):
     @field_validator("gateway_url")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/") if v is not None else None
+        return checked_gateway_url(v) if v is not None else None
 
     @property
     def resolved_gateway_url(self) -> str:

@@ -53,3 +53,11 @@ def test_monitor_run_takes_the_charts_service_url(monkeypatch, tmp_path):
     monkeypatch.setattr(monitor_cli, "_run_forever", lambda c, e: 0)
     assert monitor_cli.cmd_monitor_run(argparse.Namespace(once=False)) == 0
     assert seen["url"] == "http://rel-sluice:80"
+
+
+def test_monitor_run_refuses_a_service_url_that_is_not_http(monkeypatch, capsys):
+    from gateway import monitor_cli
+    monkeypatch.setenv(GATEWAY_URL_ENV, "rel-sluice:80")
+    monkeypatch.setattr(monitor_cli, "_config", lambda args: parse_config(BASE))
+    assert monitor_cli.cmd_monitor_run(argparse.Namespace(once=False)) == 2
+    assert "SLUICE_GATEWAY_URL: must start with http:// or https://" in capsys.readouterr().err
