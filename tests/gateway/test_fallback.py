@@ -8,6 +8,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -33,12 +34,10 @@ def test_falls_back_to_secondary(gateway, model, first_outcome):
 
 def failed_attempts(gateway, outcome: str) -> dict[str, float]:
     """sluice_upstream_errors_total by deployment, for one outcome."""
-    found = {}
-    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
-        if line.startswith("sluice_upstream_errors_total{") and f'outcome="{outcome}"' in line:
-            deployment = line.split('deployment="', 1)[1].split('"', 1)[0]
-            found[deployment] = float(line.rsplit(" ", 1)[1])
-    return found
+    return {s.labels["deployment"]: s.value
+            for family in text_string_to_metric_families(httpx.get(f"{gateway.url}/metrics").text)
+            for s in family.samples
+            if s.name == "sluice_upstream_errors_total" and s.labels.get("outcome") == outcome}
 
 
 def test_429_retry_after_is_honoured_then_falls_back(gateway):
